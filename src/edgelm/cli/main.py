@@ -1,0 +1,141 @@
+"""The `edgelm` command line: a thin layer that parses arguments and prints results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from edgelm.errors import EdgelmError
+
+__all__ = ["main"]
+
+QUANT_CHOICES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _human_count(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgelm.models.summary import summarize
+
+    s = summarize(args.model)
+    print(f"file:          {s.path} ({_human_bytes(s.file_size)}, GGUF v{s.gguf_version})")
+    print(f"name:          {s.name or '-'}")
+    print(f"architecture:  {s.arch or '-'}")
+    print(f"parameters:    {_human_count(s.n_params)} ({s.n_params:,})")
+    if s.config is not None:
+        c = s.config
+        print(
+            f"shape:         {c.n_layers} layers, dim {c.dim}, ffn {c.ffn_dim}, "
+            f"{c.n_heads} heads ({c.n_kv_heads} kv) x {c.head_dim}, vocab {c.vocab_size}"
+        )
+        if c.sliding_window:
+            print(f"sliding window: {c.sliding_window} (every {c.sliding_window_pattern}th layer global)")
+        print(f"tied output:   {'yes' if c.tied_embeddings else 'no'}")
+    print(f"context:       {s.context_length if s.context_length is not None else '-'}")
+    vocab = f", {s.vocab_size} tokens" if s.vocab_size is not None else ""
+    print(f"tokenizer:     {s.tokenizer}{vocab}")
+    print(f"chat template: {'yes' if s.chat_template else 'no'}")
+    print("quantization:")
+    for share in s.quant_mix:
+        pct = 100.0 * share.n_bytes / max(1, sum(x.n_bytes for x in s.quant_mix))
+        print(
+            f"  {share.type_name:<6} {share.n_tensors:>5} tensors  {_human_bytes(share.n_bytes):>9}  "
+            f"{pct:5.1f}%  {_human_count(share.n_params):>7} params"
+        )
+    if s.problem is not None:
+        print(f"runnable:      no: {s.problem}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from edgelm.convert.synth import synthesize
+
+    from tqdm import tqdm
+
+    bar = tqdm(unit="tensor", desc=f"synth {args.like}", disable=None, leave=False)
+    try:
+        r = synthesize(args.like, args.quant, args.output, vocab=args.vocab, seed=args.seed, on_tensor=lambda t: bar.update())
+    finally:
+        bar.close()
+    print(
+        f"wrote {r.path}: {r.config.arch} like {args.like}, {_human_count(r.n_params)} params, "
+        f"{args.quant}, {_human_bytes(r.n_bytes)}"
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgelm.convert.quantize_file import quantize_file
+
+    from tqdm import tqdm
+
+    bar = tqdm(unit="tensor", desc=f"quantize {args.type}", disable=None, leave=False)
+    try:
+        r = quantize_file(args.input, args.output, args.type, on_tensor=lambda t: bar.update())
+    finally:
+        bar.close()
+    print(f"wrote {r.path}: {_human_bytes(r.in_bytes)} -> {_human_bytes(r.out_bytes)} ({args.type})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgelm.convert.presets import PRESETS
+
+    p = argparse.ArgumentParser(prog="edgelm", description="Small language models on the device.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe a GGUF model file")
+    info.add_argument("model", help="path to a .gguf file")
+    info.set_defaults(func=cmd_info)
+
+    synth = sub.add_parser("synth", help="write a random-weight model with the shapes of a real one")
+    synth.add_argument("--like", required=True, choices=list(PRESETS), metavar="NAME", help=f"one of: {', '.join(PRESETS)}")
+    synth.add_argument("--quant", default="q8_0", choices=QUANT_CHOICES, help="quantization (default q8_0)")
+    synth.add_argument("--vocab", help="copy the tokenizer of this (vocab-only) GGUF file")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("-o", "--output", required=True, help="output .gguf path")
+    synth.set_defaults(func=cmd_synth)
+
+    quant = sub.add_parser("quantize", help="quantize a model file to a smaller type")
+    quant.add_argument("input")
+    quant.add_argument("output")
+    quant.add_argument("--type", required=True, choices=QUANT_CHOICES)
+    quant.set_defaults(func=cmd_quantize)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EdgelmError as e:
+        print(f"edgelm: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"edgelm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgelm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

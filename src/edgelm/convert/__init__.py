@@ -1,0 +1,1 @@
+"""Writing model files: quantization mixes, the file quantizer, synthetic models."""

@@ -1,0 +1,235 @@
+"""The model blueprint: a frozen `ModelConfig` built once from a GGUF file's metadata.
+
+Architectures differ in a few facts (which tensors a block has, how sliding-window attention is laid
+out); those facts live in one `ArchSpec` per architecture in `ARCHITECTURES`, the only place that
+names architectures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgelm.errors import ModelFileError
+from edgelm.gguf import keys
+from edgelm.gguf.keys import arch_key
+from edgelm.gguf.reader import GGUFFile
+
+__all__ = ["ARCHITECTURES", "ArchSpec", "ModelConfig", "RopeScaling"]
+
+DEFAULT_RMS_NORM_EPS = 1e-5
+DEFAULT_ROPE_BASE = 10000.0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What sets one architecture apart, as data."""
+
+    name: str
+    attn_bias: bool = False  # q/k/v projections carry biases (qwen2)
+    qk_norm: bool = False  # per-head RMSNorm of q and k (qwen3, gemma3)
+    post_norms: bool = False  # norms after attention and FFN too, "sandwich" (gemma3)
+    embed_scale: bool = False  # embeddings multiplied by sqrt(dim) (gemma3)
+    gelu: bool = False  # GELU-tanh gate instead of SiLU (gemma3)
+    sliding_window_required: bool = False
+    # Every `sliding_window_pattern`-th layer is global, the others local (0: no sliding window).
+    sliding_window_pattern: int = 0
+    local_rope_base: float | None = None  # rope base of the sliding-window layers
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    spec.name: spec
+    for spec in (
+        ArchSpec("llama"),
+        ArchSpec("qwen2", attn_bias=True),
+        ArchSpec("qwen3", qk_norm=True),
+        ArchSpec(
+            "gemma3",
+            qk_norm=True,
+            post_norms=True,
+            embed_scale=True,
+            gelu=True,
+            sliding_window_required=True,
+            sliding_window_pattern=6,
+            local_rope_base=10000.0,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    type: str  # "none", "linear", "yarn", "llama3"
+    factor: float = 1.0
+    original_context_length: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a model, read once from the file."""
+
+    arch: str
+    name: str
+    n_layers: int
+    dim: int  # model (embedding) width
+    ffn_dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int  # width of one query/key head
+    head_dim_v: int  # width of one value head
+    vocab_size: int
+    context_length: int  # the context the model was trained for
+    rope_base: float
+    rope_dim: int  # leading dims of each head that RoPE rotates
+    rope_scaling: RopeScaling
+    norm_eps: float
+    sliding_window: int  # 0: no sliding-window layers
+    sliding_window_pattern: int  # every n-th layer is global; 0: none
+    local_rope_base: float
+    tied_embeddings: bool  # no output.weight: the token embedding is the output head
+
+    @property
+    def spec(self) -> ArchSpec:
+        return ARCHITECTURES[self.arch]
+
+    @property
+    def n_params(self) -> int:
+        """Weights of the blueprint (the tied head counted once)."""
+        s = self.spec
+        attn = self.dim * self.head_dim * (self.n_heads + self.n_kv_heads) + self.dim * self.n_kv_heads * self.head_dim_v
+        attn += self.n_heads * self.head_dim_v * self.dim
+        if s.attn_bias:
+            attn += self.n_heads * self.head_dim + self.n_kv_heads * (self.head_dim + self.head_dim_v)
+        norms = self.dim * (4 if s.post_norms else 2) + (2 * self.head_dim if s.qk_norm else 0)
+        block = attn + 3 * self.dim * self.ffn_dim + norms
+        head = 0 if self.tied_embeddings else self.vocab_size * self.dim
+        return self.n_layers * block + self.vocab_size * self.dim + head + self.dim
+
+    def is_local_layer(self, layer: int) -> bool:
+        """True for a sliding-window layer."""
+        p = self.sliding_window_pattern
+        return self.sliding_window > 0 and p > 0 and (layer + 1) % p != 0
+
+    @classmethod
+    def from_gguf(cls, f: GGUFFile) -> ModelConfig:
+        arch = f.get(keys.ARCHITECTURE)
+        if arch is None:
+            raise ModelFileError(f.path, f"missing required key {keys.ARCHITECTURE!r}")
+        spec = ARCHITECTURES.get(arch)
+        if spec is None:
+            raise ModelFileError(
+                f.path, f"unknown architecture {arch!r} (supported: {', '.join(sorted(ARCHITECTURES))})"
+            )
+        get = _KeyReader(f, arch)
+        n_layers = get.int(keys.BLOCK_COUNT)
+        dim = get.int(keys.EMBEDDING_LENGTH)
+        n_heads = get.int(keys.HEAD_COUNT)
+        n_kv_heads = get.int(keys.HEAD_COUNT_KV, default=n_heads)
+        if dim % n_heads and get.optional(keys.KEY_LENGTH) is None:
+            raise ModelFileError(
+                f.path, f"{arch_key(keys.EMBEDDING_LENGTH, arch)} {dim} is not a multiple of the head count {n_heads}"
+            )
+        if n_heads % n_kv_heads:
+            raise ModelFileError(
+                f.path,
+                f"{arch_key(keys.HEAD_COUNT, arch)} {n_heads} is not a multiple of "
+                f"{arch_key(keys.HEAD_COUNT_KV, arch)} {n_kv_heads}",
+            )
+        head_dim = get.int(keys.KEY_LENGTH, default=dim // n_heads)
+        vocab = get.optional(keys.VOCAB_SIZE)
+        if vocab is None:
+            vocab = _vocab_size_from_file(f)
+        sliding_window = get.int(keys.SLIDING_WINDOW, default=None if spec.sliding_window_required else 0, low=0)
+        tied = "output.weight" not in f.tensors
+        return cls(
+            arch=arch,
+            name=str(f.get(keys.NAME, "")),
+            n_layers=n_layers,
+            dim=dim,
+            ffn_dim=get.int(keys.FEED_FORWARD_LENGTH),
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            head_dim=head_dim,
+            head_dim_v=get.int(keys.VALUE_LENGTH, default=head_dim),
+            vocab_size=_positive(f, arch_key(keys.VOCAB_SIZE, arch), vocab),
+            context_length=get.int(keys.CONTEXT_LENGTH),
+            rope_base=get.float(keys.ROPE_FREQ_BASE, default=DEFAULT_ROPE_BASE),
+            rope_dim=get.int(keys.ROPE_DIMENSION_COUNT, default=head_dim),
+            rope_scaling=_rope_scaling(get),
+            norm_eps=get.float(keys.RMS_NORM_EPS, default=DEFAULT_RMS_NORM_EPS),
+            sliding_window=sliding_window,
+            sliding_window_pattern=spec.sliding_window_pattern if sliding_window else 0,
+            local_rope_base=spec.local_rope_base or DEFAULT_ROPE_BASE,
+            tied_embeddings=tied,
+        )
+
+
+def _positive(f: GGUFFile, key: str, value: int) -> int:
+    if value <= 0:
+        raise ModelFileError(f.path, f"key {key!r}: {value} must be positive")
+    return value
+
+
+def _vocab_size_from_file(f: GGUFFile) -> int:
+    tokens = f.get(keys.TOKENIZER_TOKENS)
+    if tokens is not None:
+        return len(tokens)
+    embd = f.tensors.get("token_embd.weight")
+    if embd is not None and len(embd.ne) == 2:
+        return embd.ne[1]
+    raise ModelFileError(f.path, "cannot tell the vocabulary size: no vocab_size key, tokens or token_embd.weight")
+
+
+def _rope_scaling(get: _KeyReader) -> RopeScaling:
+    kind = get.optional(keys.ROPE_SCALING_TYPE)
+    if kind is None or kind == "none":
+        return RopeScaling("none")
+    if not isinstance(kind, str):
+        raise ModelFileError(get.f.path, f"key {get.key(keys.ROPE_SCALING_TYPE)!r}: {kind!r} is not a string")
+    return RopeScaling(
+        kind,
+        factor=get.float(keys.ROPE_SCALING_FACTOR, default=1.0),
+        original_context_length=get.int(keys.ROPE_SCALING_ORIG_CTX, default=0, low=0),
+    )
+
+
+_MISSING: Any = object()
+
+
+class _KeyReader:
+    """Typed, named access to `{arch}.…` keys with clear errors."""
+
+    def __init__(self, f: GGUFFile, arch: str) -> None:
+        self.f = f
+        self.arch = arch
+
+    def key(self, template: str) -> str:
+        return arch_key(template, self.arch)
+
+    def optional(self, template: str) -> Any:
+        return self.f.get(self.key(template))
+
+    def _get(self, template: str, default: Any, kind: str, check: Callable[[Any], bool]) -> Any:
+        key = self.key(template)
+        value = self.f.get(key, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING or default is None:
+                raise ModelFileError(self.f.path, f"missing required key {key!r}")
+            return default
+        if not check(value):
+            raise ModelFileError(self.f.path, f"key {key!r}: {value!r} is not {kind}")
+        return value
+
+    def int(self, template: str, default: Any = _MISSING, low: int = 1) -> int:
+        def ok(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+        return int(self._get(template, default, f"an integer >= {low}", ok))
+
+    def float(self, template: str, default: Any = _MISSING) -> float:
+        def ok(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+        return float(self._get(template, default, "a positive finite number", ok))

@@ -1,0 +1,1 @@
+"""Packed tensors that stay in their GGUF quantization."""
