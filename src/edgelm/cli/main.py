@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from edgelm.errors import EdgelmError
 
@@ -66,13 +66,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from edgelm.convert.synth import synthesize
-
     from tqdm import tqdm
+
+    from edgelm.convert.synth import synthesize
 
     bar = tqdm(unit="tensor", desc=f"synth {args.like}", disable=None, leave=False)
     try:
-        r = synthesize(args.like, args.quant, args.output, vocab=args.vocab, seed=args.seed, on_tensor=lambda t: bar.update())
+        r = synthesize(
+            args.like,
+            args.quant,
+            args.output,
+            vocab=args.vocab,
+            seed=args.seed,
+            on_tensor=lambda t: bar.update(),
+        )
     finally:
         bar.close()
     print(
@@ -83,9 +90,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgelm.convert.quantize_file import quantize_file
-
     from tqdm import tqdm
+
+    from edgelm.convert.quantize_file import quantize_file
 
     bar = tqdm(unit="tensor", desc=f"quantize {args.type}", disable=None, leave=False)
     try:
@@ -107,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     synth = sub.add_parser("synth", help="write a random-weight model with the shapes of a real one")
-    synth.add_argument("--like", required=True, choices=list(PRESETS), metavar="NAME", help=f"one of: {', '.join(PRESETS)}")
+    synth.add_argument(
+        "--like", required=True, choices=list(PRESETS), metavar="NAME", help=f"one of: {', '.join(PRESETS)}"
+    )
     synth.add_argument("--quant", default="q8_0", choices=QUANT_CHOICES, help="quantization (default q8_0)")
     synth.add_argument("--vocab", help="copy the tokenizer of this (vocab-only) GGUF file")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -81,52 +81,131 @@ _TINY = dict(vocab_size=512, context_length=2048, norm_eps=1e-6)
 
 PRESETS: dict[str, Preset] = {
     "smollm2-135m": Preset(
-        _config("llama", "SmolLM2-135M", n_layers=30, dim=576, ffn_dim=1536, n_heads=9, n_kv_heads=3, **_SMOLLM2)
+        _config(
+            "llama", "SmolLM2-135M", n_layers=30, dim=576, ffn_dim=1536, n_heads=9, n_kv_heads=3, **_SMOLLM2
+        )
     ),
     "smollm2-360m": Preset(
-        _config("llama", "SmolLM2-360M", n_layers=32, dim=960, ffn_dim=2560, n_heads=15, n_kv_heads=5, **_SMOLLM2)
+        _config(
+            "llama", "SmolLM2-360M", n_layers=32, dim=960, ffn_dim=2560, n_heads=15, n_kv_heads=5, **_SMOLLM2
+        )
     ),
     "qwen2.5-0.5b": Preset(
         _config(
-            "qwen2", "Qwen2.5-0.5B", n_layers=24, dim=896, ffn_dim=4864, n_heads=14, n_kv_heads=2,
-            context_length=32768, **_QWEN,
+            "qwen2",
+            "Qwen2.5-0.5B",
+            n_layers=24,
+            dim=896,
+            ffn_dim=4864,
+            n_heads=14,
+            n_kv_heads=2,
+            context_length=32768,
+            **_QWEN,
         )
     ),
     "qwen3-0.6b": Preset(
         _config(
-            "qwen3", "Qwen3-0.6B", n_layers=28, dim=1024, ffn_dim=3072, n_heads=16, n_kv_heads=8, head_dim=128,
-            context_length=40960, **_QWEN,
+            "qwen3",
+            "Qwen3-0.6B",
+            n_layers=28,
+            dim=1024,
+            ffn_dim=3072,
+            n_heads=16,
+            n_kv_heads=8,
+            head_dim=128,
+            context_length=40960,
+            **_QWEN,
         )
     ),
     "llama-3.2-1b": Preset(
         _config(
-            "llama", "Llama-3.2-1B", n_layers=16, dim=2048, ffn_dim=8192, n_heads=32, n_kv_heads=8,
-            vocab_size=128256, context_length=131072, rope_base=500000.0, norm_eps=1e-5,
+            "llama",
+            "Llama-3.2-1B",
+            n_layers=16,
+            dim=2048,
+            ffn_dim=8192,
+            n_heads=32,
+            n_kv_heads=8,
+            vocab_size=128256,
+            context_length=131072,
+            rope_base=500000.0,
+            norm_eps=1e-5,
         ),
         llama3_rope=Llama3Rope(),
     ),
     "gemma-3-270m": Preset(
         _config(
-            "gemma3", "Gemma-3-270M", n_layers=18, dim=640, ffn_dim=2048, n_heads=4, n_kv_heads=1, head_dim=256,
-            vocab_size=262144, context_length=32768, rope_base=1000000.0, norm_eps=1e-6,
-            sliding_window=512, sliding_window_pattern=6,
+            "gemma3",
+            "Gemma-3-270M",
+            n_layers=18,
+            dim=640,
+            ffn_dim=2048,
+            n_heads=4,
+            n_kv_heads=1,
+            head_dim=256,
+            vocab_size=262144,
+            context_length=32768,
+            rope_base=1000000.0,
+            norm_eps=1e-6,
+            sliding_window=512,
+            sliding_window_pattern=6,
         )
     ),
     "tiny-llama": Preset(
-        _config("llama", "tiny-llama", n_layers=2, dim=256, ffn_dim=512, n_heads=4, n_kv_heads=2,
-                rope_base=10000.0, **_TINY)
+        _config(
+            "llama",
+            "tiny-llama",
+            n_layers=2,
+            dim=256,
+            ffn_dim=512,
+            n_heads=4,
+            n_kv_heads=2,
+            rope_base=10000.0,
+            **_TINY,
+        )
     ),
     "tiny-qwen2": Preset(
-        _config("qwen2", "tiny-qwen2", n_layers=2, dim=256, ffn_dim=512, n_heads=4, n_kv_heads=2,
-                rope_base=1000000.0, **_TINY)
+        _config(
+            "qwen2",
+            "tiny-qwen2",
+            n_layers=2,
+            dim=256,
+            ffn_dim=512,
+            n_heads=4,
+            n_kv_heads=2,
+            rope_base=1000000.0,
+            **_TINY,
+        )
     ),
     "tiny-qwen3": Preset(
-        _config("qwen3", "tiny-qwen3", n_layers=2, dim=256, ffn_dim=512, n_heads=4, n_kv_heads=2, head_dim=64,
-                rope_base=1000000.0, **_TINY)
+        _config(
+            "qwen3",
+            "tiny-qwen3",
+            n_layers=2,
+            dim=256,
+            ffn_dim=512,
+            n_heads=4,
+            n_kv_heads=2,
+            head_dim=64,
+            rope_base=1000000.0,
+            **_TINY,
+        )
     ),
     "tiny-gemma3": Preset(
-        _config("gemma3", "tiny-gemma3", n_layers=6, dim=256, ffn_dim=512, n_heads=4, n_kv_heads=1, head_dim=64,
-                rope_base=1000000.0, sliding_window=16, sliding_window_pattern=6, **_TINY)
+        _config(
+            "gemma3",
+            "tiny-gemma3",
+            n_layers=6,
+            dim=256,
+            ffn_dim=512,
+            n_heads=4,
+            n_kv_heads=1,
+            head_dim=64,
+            rope_base=1000000.0,
+            sliding_window=16,
+            sliding_window_pattern=6,
+            **_TINY,
+        )
     ),
 }
 

@@ -66,7 +66,8 @@ def quantize_file(
     fields[keys.FILE_TYPE] = MetaField(int(ftype.file_type), GGUFValueType.UINT32)
     fields[keys.QUANTIZATION_VERSION] = MetaField(QUANTIZATION_VERSION, GGUFValueType.UINT32)
     planned = [
-        PlannedTensor(t.name, types[t.name], t.shape, _producer(t, types[t.name])) for t in model.tensors.values()
+        PlannedTensor(t.name, types[t.name], t.shape, _producer(t, types[t.name]))
+        for t in model.tensors.values()
     ]
     write_gguf(dst, model.config.arch, fields, planned, on_tensor=on_tensor)
     return QuantizeResult(os.fspath(dst), f.file_size, os.path.getsize(dst), types)

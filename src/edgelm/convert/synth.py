@@ -96,10 +96,8 @@ def _random_values(spec: TensorSpec, cfg: ModelConfig, rng: np.random.Generator)
         return (1.0 + NORM_JITTER * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
     if spec.is_bias:
         return BIAS_STD * rng.standard_normal(shape, dtype=np.float32)
-    if spec.name == TOKEN_EMBD:
-        std = EMBED_LOGIT_SPREAD / math.sqrt(cfg.dim)
-    else:
-        std = 1.0 / math.sqrt(spec.ne[0])
+    # The embedding's scale sets the logit spread of the tied head; projections keep their input's scale.
+    std = EMBED_LOGIT_SPREAD / math.sqrt(cfg.dim) if spec.name == TOKEN_EMBD else 1.0 / math.sqrt(spec.ne[0])
     w = rng.standard_normal(shape, dtype=np.float32)
     w *= np.float32(std)
     return w
@@ -126,7 +124,9 @@ def synthesize(
         tok_fields = {k: f for k, f in vf.fields.items() if k.startswith(keys.TOKENIZER_PREFIX)}
         tokens = vf.get(keys.TOKENIZER_TOKENS)
         if not tokens:
-            raise ModelFileError(vf.path, f"no tokenizer in this file (key {keys.TOKENIZER_TOKENS!r} missing)")
+            raise ModelFileError(
+                vf.path, f"no tokenizer in this file (key {keys.TOKENIZER_TOKENS!r} missing)"
+            )
         preset = with_vocab_size(preset, len(tokens))
     else:
         tok_fields = synthetic_vocab_fields(preset.config.vocab_size, seed)

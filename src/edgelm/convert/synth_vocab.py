@@ -33,7 +33,11 @@ CHATML_TEMPLATE = (
 
 def byte_to_unicode() -> list[str]:
     """GPT-2's printable stand-in character for each byte value, indexed by byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     n = 0
     for b in range(256):
@@ -57,18 +61,20 @@ def synthetic_vocab_fields(vocab_size: int, seed: int) -> dict[str, MetaField]:
     if vocab_size < n_base:
         raise ValueError(f"vocab size {vocab_size} is too small for a byte-level vocab (need {n_base})")
     space = byte_to_unicode()[ord(" ")]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [
+        chr(c) for c in range(ord("A"), ord("Z") + 1)
+    ]
     tokens = _byte_tokens()
     known = set(tokens)
     # Merged tokens grow from letters and space-led letters, extended one letter at a time.
-    pool = letters + [space]
+    pool = [*letters, space]
     merges: list[str] = []
     rng = np.random.default_rng([seed, 0x70C])
     n_merges = vocab_size - n_base
     while len(merges) < n_merges:
         lefts = rng.integers(0, len(pool), size=4096)
         rights = rng.integers(0, len(letters), size=4096)
-        for li, ri in zip(lefts.tolist(), rights.tolist()):
+        for li, ri in zip(lefts.tolist(), rights.tolist(), strict=True):
             left, right = pool[li], letters[ri]
             new = left + right
             if new in known or len(new) > MAX_MERGED_CHARS:

@@ -30,7 +30,8 @@ class QTensor:
         block = BLOCK_LAYOUTS[ggml_type].block_size
         if n_cols % block:
             raise ValueError(
-                f"tensor {name!r}: row length {n_cols} is not a multiple of the {ggml_type.name} block size {block}"
+                f"tensor {name!r}: row length {n_cols} is not a multiple of "
+                f"the {ggml_type.name} block size {block}"
             )
         n_rows = int(np.prod(shape[:-1], dtype=np.int64))
         rb = row_bytes(ggml_type, n_cols)
