@@ -1,0 +1,49 @@
+"""Gemma 3: sandwich norms, scaled embeddings, GELU-tanh, interleaved sliding-window layers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgelm.models.config import ModelConfig
+from edgelm.models.layers import attention, feed_forward, norm
+from edgelm.models.transformer import Architecture, Layer, Segments, Transformer
+
+
+def block(
+    m: Transformer, layer: Layer, x: np.ndarray, positions: np.ndarray, segments: Segments
+) -> np.ndarray:
+    """x + post_norm(attn(norm(x))), then + post_norm(ffn(norm(.)))."""
+    cfg = m.config
+    assert layer.post_attn_norm is not None and layer.post_ffn_norm is not None
+    h = norm(x, layer.attn_norm, cfg.norm_eps)
+    h = attention(
+        h,
+        positions,
+        layer.attn,
+        segments,
+        layer.rope,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.norm_eps,
+        m.q_scale,
+        layer.window,
+    )
+    x = x + norm(h, layer.post_attn_norm, cfg.norm_eps)
+    h = feed_forward(norm(x, layer.ffn_norm, cfg.norm_eps), layer.ffn, gelu=True)
+    return x + norm(h, layer.post_ffn_norm, cfg.norm_eps)
+
+
+def _rope_base(cfg: ModelConfig, layer: int) -> float:
+    return cfg.local_rope_base if cfg.is_local_layer(layer) else cfg.rope_base
+
+
+ARCH = Architecture(
+    name="gemma3",
+    block=block,
+    rope_neox=True,
+    embed_scale=lambda cfg: math.sqrt(cfg.dim),
+    layer_rope_base=_rope_base,
+    uses_gelu=True,
+)

@@ -1,0 +1,102 @@
+"""Layers shared by every architecture, written over the kernel seam.
+
+The per-architecture files compose these; nothing here names an architecture.  Shapes: T tokens,
+H query heads, KVH key/value heads, D head width, E model width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgelm.kernels import reference as K
+from edgelm.runtime.kv_cache import LayerCache
+from edgelm.weights.qtensor import QTensor
+
+__all__ = ["AttentionWeights", "FFNWeights", "Rope", "attention", "feed_forward", "norm"]
+
+
+@dataclass(frozen=True)
+class Rope:
+    """How one layer rotates q and k."""
+
+    dim: int  # leading dims of each head that rotate
+    base: float
+    neox: bool  # rotate (x[i], x[i + dim/2]) instead of adjacent pairs
+    freq_scale: float = 1.0
+    factors: np.ndarray | None = None  # per-frequency divisors (Llama 3 scaling)
+
+    def angles(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return K.rope_angles(positions, self.dim, self.base, self.freq_scale, self.factors)
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    wq: QTensor
+    wk: QTensor
+    wv: QTensor
+    wo: QTensor
+    bq: np.ndarray | None = None
+    bk: np.ndarray | None = None
+    bv: np.ndarray | None = None
+    q_norm: np.ndarray | None = None  # per-head RMSNorm weight (D,)
+    k_norm: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FFNWeights:
+    gate: QTensor
+    up: QTensor
+    down: QTensor
+
+
+def norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    return K.rms_norm(x, weight, eps)
+
+
+def _project(x: np.ndarray, w: QTensor, bias: np.ndarray | None) -> np.ndarray:
+    y = K.matmul(x, w)
+    return y if bias is None else y + bias
+
+
+def attention(
+    x: np.ndarray,
+    positions: np.ndarray,
+    w: AttentionWeights,
+    segments: list[tuple[int, int, LayerCache]],
+    rope: Rope,
+    n_heads: int,
+    n_kv_heads: int,
+    eps: float,
+    q_scale: float,
+    window: int,
+) -> np.ndarray:
+    """Self-attention of x (T, E) at `positions` -> (T, E).
+
+    Projections run on all T rows at once (several sequences batched); each segment
+    (start, end, cache) of rows then attends over its own sequence's cache.
+    """
+    t = x.shape[0]
+    q = _project(x, w.wq, w.bq).reshape(t, n_heads, -1)  # (T, H, D)
+    k = _project(x, w.wk, w.bk).reshape(t, n_kv_heads, -1)  # (T, KVH, D)
+    v = _project(x, w.wv, w.bv).reshape(t, n_kv_heads, -1)  # (T, KVH, Dv)
+    if w.q_norm is not None and w.k_norm is not None:
+        q = K.rms_norm(q, w.q_norm, eps)
+        k = K.rms_norm(k, w.k_norm, eps)
+    cos, sin = rope.angles(positions)
+    q = K.rope(q, cos, sin, rope.neox)
+    k = K.rope(k, cos, sin, rope.neox)
+    out = np.empty((t, n_heads, v.shape[-1]), np.float32)  # (T, H, Dv)
+    for start, end, cache in segments:
+        pos = positions[start:end]
+        keys, values, key_pos = cache.append(k[start:end], v[start:end], pos)
+        out[start:end] = K.attention(q[start:end], keys, values, pos, key_pos, q_scale, window)
+    return K.matmul(out.reshape(t, -1), w.wo)
+
+
+def feed_forward(x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarray:
+    """Gated FFN: down(act(gate(x)) * up(x))."""
+    g = K.matmul(x, w.gate)
+    act = K.gelu_tanh(g) if gelu else K.silu(g)
+    return K.matmul(act * K.matmul(x, w.up), w.down)

@@ -1,0 +1,33 @@
+"""Llama (2, 3, 3.x), SmolLM2, TinyLlama: pre-norm blocks, SwiGLU, RoPE on adjacent pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgelm.models.layers import attention, feed_forward, norm
+from edgelm.models.transformer import Architecture, Layer, Segments, Transformer
+
+
+def block(
+    m: Transformer, layer: Layer, x: np.ndarray, positions: np.ndarray, segments: Segments
+) -> np.ndarray:
+    """x + attn(norm(x)), then + ffn(norm(.))."""
+    cfg = m.config
+    h = norm(x, layer.attn_norm, cfg.norm_eps)
+    x = x + attention(
+        h,
+        positions,
+        layer.attn,
+        segments,
+        layer.rope,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.norm_eps,
+        m.q_scale,
+        0,
+    )
+    h = norm(x, layer.ffn_norm, cfg.norm_eps)
+    return x + feed_forward(h, layer.ffn, gelu=False)
+
+
+ARCH = Architecture(name="llama", block=block, rope_neox=False)

@@ -1,0 +1,184 @@
+"""The decoder-only transformer every supported architecture is: weights, loading, the forward pass.
+
+An architecture (one small file each) supplies only what differs: its RoPE style, how a block
+composes the shared layers, and per-layer details such as sliding windows.  It is found by the
+file's architecture string in `models.registry`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgelm.errors import ModelFileError
+from edgelm.kernels import reference as K
+from edgelm.models.config import ModelConfig
+from edgelm.models.layers import AttentionWeights, FFNWeights, Rope
+from edgelm.models.layout import OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD
+from edgelm.models.model_file import ModelFile
+from edgelm.runtime.kv_cache import ContiguousCache, LayerCache, SequenceCache, SlidingWindowCache
+from edgelm.weights.qtensor import QTensor
+
+__all__ = ["Architecture", "Layer", "Transformer"]
+
+Segments = list[tuple[int, int, LayerCache]]
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int
+    attn_norm: np.ndarray
+    attn: AttentionWeights
+    ffn_norm: np.ndarray
+    ffn: FFNWeights
+    rope: Rope
+    window: int  # sliding-window size; 0 = attends to the whole context
+    post_attn_norm: np.ndarray | None = None
+    post_ffn_norm: np.ndarray | None = None
+
+
+# A block: (model, layer, x (T, E), positions (T,), segments) -> x (T, E)
+BlockFn = Callable[["Transformer", Layer, np.ndarray, np.ndarray, Segments], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    block: BlockFn
+    rope_neox: bool  # NeoX-style RoPE (qwen, gemma) or adjacent pairs (llama)
+    embed_scale: Callable[[ModelConfig], float] = lambda cfg: 1.0
+    # Per-layer RoPE base: the sliding-window layers of some models use their own.
+    layer_rope_base: Callable[[ModelConfig, int], float] = lambda cfg, i: cfg.rope_base
+    # Scale applied to q before q.k (1/sqrt(head_dim) unless the model says otherwise).
+    q_scale: Callable[[ModelConfig], float] = lambda cfg: 1.0 / math.sqrt(cfg.head_dim)
+    uses_gelu: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Transformer:
+    config: ModelConfig
+    arch: Architecture
+    tok_embd: QTensor
+    layers: tuple[Layer, ...]
+    output_norm: np.ndarray
+    output: QTensor
+    embed_scale: float
+    q_scale: float
+    model_file: ModelFile | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_model_file(cls, mf: ModelFile, arch: Architecture) -> Transformer:
+        cfg = mf.config
+        t = mf.tensors
+
+        def small(name: str) -> np.ndarray | None:
+            """A norm weight or bias: tiny, kept as float32."""
+            return t[name].dequantize() if name in t else None
+
+        def need(name: str) -> np.ndarray:
+            v = small(name)
+            if v is None:
+                raise ModelFileError(mf.path, f"missing tensor {name!r}")
+            return v
+
+        factors = small(ROPE_FREQS)
+        freq_scale = 1.0 / cfg.rope_scaling.factor if cfg.rope_scaling.type == "linear" else 1.0
+        if cfg.rope_scaling.type not in ("none", "linear"):
+            raise ModelFileError(mf.path, f"RoPE scaling {cfg.rope_scaling.type!r} is not supported yet")
+        layers = []
+        for i in range(cfg.n_layers):
+            b = f"blk.{i}."
+            local = cfg.is_local_layer(i)
+            rope = Rope(
+                dim=cfg.rope_dim,
+                base=arch.layer_rope_base(cfg, i),
+                neox=arch.rope_neox,
+                freq_scale=1.0 if local else freq_scale,
+                factors=factors,
+            )
+            layers.append(
+                Layer(
+                    index=i,
+                    attn_norm=need(b + "attn_norm.weight"),
+                    attn=AttentionWeights(
+                        wq=t[b + "attn_q.weight"],
+                        wk=t[b + "attn_k.weight"],
+                        wv=t[b + "attn_v.weight"],
+                        wo=t[b + "attn_output.weight"],
+                        bq=small(b + "attn_q.bias"),
+                        bk=small(b + "attn_k.bias"),
+                        bv=small(b + "attn_v.bias"),
+                        q_norm=small(b + "attn_q_norm.weight"),
+                        k_norm=small(b + "attn_k_norm.weight"),
+                    ),
+                    ffn_norm=need(b + "ffn_norm.weight"),
+                    ffn=FFNWeights(
+                        t[b + "ffn_gate.weight"], t[b + "ffn_up.weight"], t[b + "ffn_down.weight"]
+                    ),
+                    rope=rope,
+                    window=cfg.sliding_window if local else 0,
+                    post_attn_norm=small(b + "post_attention_norm.weight"),
+                    post_ffn_norm=small(b + "post_ffw_norm.weight"),
+                )
+            )
+        return cls(
+            config=cfg,
+            arch=arch,
+            tok_embd=t[TOKEN_EMBD],
+            layers=tuple(layers),
+            output_norm=need(OUTPUT_NORM),
+            output=t.get(OUTPUT, t[TOKEN_EMBD]),
+            embed_scale=arch.embed_scale(cfg),
+            q_scale=arch.q_scale(cfg),
+            model_file=mf,
+        )
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def new_cache(self, n_ctx: int) -> SequenceCache:
+        """A KV cache for one sequence of up to `n_ctx` tokens (sliding-window layers keep less)."""
+        cfg = self.config
+        layers: list[LayerCache] = []
+        for layer in self.layers:
+            if layer.window and layer.window < n_ctx:
+                layers.append(SlidingWindowCache(layer.window, cfg.n_kv_heads, cfg.head_dim, cfg.head_dim_v))
+            else:
+                layers.append(ContiguousCache(n_ctx, cfg.n_kv_heads, cfg.head_dim, cfg.head_dim_v))
+        return SequenceCache(layers, n_ctx)
+
+    # -- compute -------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        caches: Sequence[SequenceCache],
+        lengths: Sequence[int] | None = None,
+        logit_rows: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Logits of a batch: tokens (T,) at positions (T,) -> (R, vocab).
+
+        The batch holds `len(caches)` sequences one after another, `lengths[i]` rows for sequence i
+        (all rows for a single sequence when `lengths` is None): a prompt chunk (prefill), one token
+        (decode), or several sequences decoding together.  `logit_rows` picks the rows whose logits
+        are computed (all by default; generation needs only each sequence's last row).
+        """
+        tokens = np.asarray(tokens, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.int64)
+        if lengths is None:
+            lengths = [len(tokens)]
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        x = self.tok_embd.rows(tokens)  # (T, E)
+        if self.embed_scale != 1.0:
+            x = x * np.float32(self.embed_scale)
+        block = self.arch.block
+        for layer in self.layers:
+            segments = [(bounds[j], bounds[j + 1], c.layers[layer.index]) for j, c in enumerate(caches)]
+            x = block(self, layer, x, positions, segments)
+        if logit_rows is not None:
+            x = x[logit_rows]
+        x = K.rms_norm(x, self.output_norm, self.config.norm_eps)
+        return K.matmul(x, self.output)

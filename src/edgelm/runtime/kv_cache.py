@@ -1,0 +1,121 @@
+"""KV caches: one object per layer of one sequence, chosen per layer by the model.
+
+Keys and values are stored as float16, as llama.cpp's default cache does.  Every layer cache has the
+same small protocol: `append` new keys/values and get back everything a query may attend to, with the
+positions of those keys; `trim` back to a shorter prefix (prefix reuse); `n_tokens`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from edgelm.errors import EdgelmError
+
+__all__ = ["ContextFullError", "ContiguousCache", "LayerCache", "SequenceCache", "SlidingWindowCache"]
+
+KV_DTYPE = np.float16
+# Position of an empty ring slot: larger than any query position, so causal masking hides it.
+_EMPTY = np.iinfo(np.int64).max
+
+
+class ContextFullError(EdgelmError):
+    """The sequence would grow past the context the cache was sized for."""
+
+
+class LayerCache(Protocol):
+    n_tokens: int
+
+    def append(
+        self, k: np.ndarray, v: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Store k (T, KVH, D), v (T, KVH, Dv); return (keys, values, key positions) to attend over."""
+        ...
+
+    def trim(self, n_tokens: int) -> None: ...
+
+
+class ContiguousCache:
+    """All positions of the sequence, preallocated for `n_ctx` tokens."""
+
+    def __init__(self, n_ctx: int, n_kv_heads: int, head_dim: int, head_dim_v: int) -> None:
+        self.k = np.zeros((n_ctx, n_kv_heads, head_dim), KV_DTYPE)
+        self.v = np.zeros((n_ctx, n_kv_heads, head_dim_v), KV_DTYPE)
+        self.pos = np.zeros(n_ctx, np.int64)
+        self.n_tokens = 0
+
+    def append(
+        self, k: np.ndarray, v: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        start, end = self.n_tokens, self.n_tokens + len(k)
+        if end > len(self.k):
+            raise ContextFullError(f"context is full: {end} tokens do not fit in a context of {len(self.k)}")
+        self.k[start:end] = k
+        self.v[start:end] = v
+        self.pos[start:end] = positions
+        self.n_tokens = end
+        return self.k[:end], self.v[:end], self.pos[:end]
+
+    def trim(self, n_tokens: int) -> None:
+        self.n_tokens = min(self.n_tokens, n_tokens)
+
+
+class SlidingWindowCache:
+    """Only the last `window` positions: a ring buffer, so memory does not grow with the context."""
+
+    def __init__(self, window: int, n_kv_heads: int, head_dim: int, head_dim_v: int) -> None:
+        self.window = window
+        self.k = np.zeros((window, n_kv_heads, head_dim), KV_DTYPE)
+        self.v = np.zeros((window, n_kv_heads, head_dim_v), KV_DTYPE)
+        self.pos = np.full(window, _EMPTY, np.int64)
+        self.n_tokens = 0
+
+    def append(
+        self, k: np.ndarray, v: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = len(k)
+        if t == 1:
+            slot = self.n_tokens % self.window
+            self.k[slot], self.v[slot], self.pos[slot] = k[0], v[0], positions[0]
+            self.n_tokens += 1
+            return self.k, self.v, self.pos
+        # A chunk of several tokens attends over the ring as it was plus the whole chunk.
+        keys = np.concatenate([self.k, k.astype(KV_DTYPE)])
+        values = np.concatenate([self.v, v.astype(KV_DTYPE)])
+        pos = np.concatenate([self.pos, positions])
+        keep = min(t, self.window)
+        slots = (self.n_tokens + t - keep + np.arange(keep)) % self.window
+        self.k[slots], self.v[slots], self.pos[slots] = k[-keep:], v[-keep:], positions[-keep:]
+        self.n_tokens += t
+        return keys, values, pos
+
+    def trim(self, n_tokens: int) -> None:
+        if n_tokens >= self.n_tokens:
+            return
+        # Positions from n_tokens on are forgotten; the window before them must still be in the ring.
+        self.pos[self.pos >= n_tokens] = _EMPTY
+        self.n_tokens = n_tokens
+
+    def can_trim(self, n_tokens: int) -> bool:
+        oldest_needed = max(0, n_tokens - self.window + 1)
+        return n_tokens >= self.n_tokens or bool(np.isin(np.arange(oldest_needed, n_tokens), self.pos).all())
+
+
+class SequenceCache:
+    """The caches of every layer of one sequence, and how many tokens it holds."""
+
+    def __init__(self, layers: list[LayerCache], n_ctx: int) -> None:
+        self.layers = layers
+        self.n_ctx = n_ctx
+
+    @property
+    def n_tokens(self) -> int:
+        return self.layers[0].n_tokens if self.layers else 0
+
+    def trim(self, n_tokens: int) -> None:
+        for layer in self.layers:
+            layer.trim(n_tokens)
+
+    def reset(self) -> None:
+        self.trim(0)
