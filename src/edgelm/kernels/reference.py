@@ -105,7 +105,7 @@ def rope_angles(
     freq_scale: float = 1.0,
     factors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin (T, rope_dim/2) of RoPE at `positions` (llama.cpp's theta = p * scale * base^(-2i/d) / f_i)."""
+    """cos, sin (T, rope_dim/2) of RoPE at `positions`: theta = p * scale * base^(-2i/d) / factor_i."""
     theta_scale = _F32(base) ** (_F32(-2.0) / _F32(rope_dim))
     inv_freq = np.cumprod(np.full(rope_dim // 2, theta_scale, dtype=_F32), dtype=_F32) / theta_scale
     theta = positions.astype(_F32)[:, None] * _F32(freq_scale) * inv_freq[None, :]
