@@ -8,6 +8,7 @@ names architectures.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,10 @@ class ModelConfig:
     def n_params(self) -> int:
         """Weights of the blueprint (the tied head counted once)."""
         s = self.spec
-        attn = self.dim * self.head_dim * (self.n_heads + self.n_kv_heads) + self.dim * self.n_kv_heads * self.head_dim_v
+        attn = (
+            self.dim * self.head_dim * (self.n_heads + self.n_kv_heads)
+            + self.dim * self.n_kv_heads * self.head_dim_v
+        )
         attn += self.n_heads * self.head_dim_v * self.dim
         if s.attn_bias:
             attn += self.n_heads * self.head_dim + self.n_kv_heads * (self.head_dim + self.head_dim_v)
@@ -117,6 +121,8 @@ class ModelConfig:
         arch = f.get(keys.ARCHITECTURE)
         if arch is None:
             raise ModelFileError(f.path, f"missing required key {keys.ARCHITECTURE!r}")
+        if not isinstance(arch, str):
+            raise ModelFileError(f.path, f"key {keys.ARCHITECTURE!r}: {_short(arch)} is not a string")
         spec = ARCHITECTURES.get(arch)
         if spec is None:
             raise ModelFileError(
@@ -124,24 +130,32 @@ class ModelConfig:
             )
         get = _KeyReader(f, arch)
         n_layers = get.int(keys.BLOCK_COUNT)
+        # Every block has tensors of its own: a larger count is damage, and would loop for nothing.
+        if n_layers > len(f.tensors):
+            key = get.key(keys.BLOCK_COUNT)
+            raise ModelFileError(
+                f.path, f"key {key!r}: {n_layers} blocks, more than the {len(f.tensors)} tensors"
+            )
         dim = get.int(keys.EMBEDDING_LENGTH)
         n_heads = get.int(keys.HEAD_COUNT)
         n_kv_heads = get.int(keys.HEAD_COUNT_KV, default=n_heads)
         if dim % n_heads and get.optional(keys.KEY_LENGTH) is None:
             raise ModelFileError(
-                f.path, f"{arch_key(keys.EMBEDDING_LENGTH, arch)} {dim} is not a multiple of the head count {n_heads}"
+                f.path,
+                f"key {get.key(keys.EMBEDDING_LENGTH)!r}: {dim} is not a multiple of "
+                f"{get.key(keys.HEAD_COUNT)!r} {n_heads}",
             )
         if n_heads % n_kv_heads:
             raise ModelFileError(
                 f.path,
-                f"{arch_key(keys.HEAD_COUNT, arch)} {n_heads} is not a multiple of "
-                f"{arch_key(keys.HEAD_COUNT_KV, arch)} {n_kv_heads}",
+                f"key {get.key(keys.HEAD_COUNT)!r}: {n_heads} is not a multiple of "
+                f"{get.key(keys.HEAD_COUNT_KV)!r} {n_kv_heads}",
             )
         head_dim = get.int(keys.KEY_LENGTH, default=dim // n_heads)
-        vocab = get.optional(keys.VOCAB_SIZE)
-        if vocab is None:
-            vocab = _vocab_size_from_file(f)
-        sliding_window = get.int(keys.SLIDING_WINDOW, default=None if spec.sliding_window_required else 0, low=0)
+        vocab = get.int(keys.VOCAB_SIZE, default=0) or _vocab_size_from_file(f)
+        sliding_window = get.int(
+            keys.SLIDING_WINDOW, default=None if spec.sliding_window_required else 0, low=0
+        )
         tied = "output.weight" not in f.tensors
         return cls(
             arch=arch,
@@ -175,19 +189,29 @@ def _positive(f: GGUFFile, key: str, value: int) -> int:
 def _vocab_size_from_file(f: GGUFFile) -> int:
     tokens = f.get(keys.TOKENIZER_TOKENS)
     if tokens is not None:
+        if not isinstance(tokens, list):
+            raise ModelFileError(
+                f.path, f"key {keys.TOKENIZER_TOKENS!r}: {_short(tokens)} is not a list of strings"
+            )
         return len(tokens)
     embd = f.tensors.get("token_embd.weight")
     if embd is not None and len(embd.ne) == 2:
         return embd.ne[1]
-    raise ModelFileError(f.path, "cannot tell the vocabulary size: no vocab_size key, tokens or token_embd.weight")
+    raise ModelFileError(
+        f.path, "cannot tell the vocabulary size: no vocab_size key, tokens or token_embd.weight"
+    )
 
 
 def _rope_scaling(get: _KeyReader) -> RopeScaling:
     kind = get.optional(keys.ROPE_SCALING_TYPE)
-    if kind is None or kind == "none":
+    if kind is None:
         return RopeScaling("none")
     if not isinstance(kind, str):
-        raise ModelFileError(get.f.path, f"key {get.key(keys.ROPE_SCALING_TYPE)!r}: {kind!r} is not a string")
+        raise ModelFileError(
+            get.f.path, f"key {get.key(keys.ROPE_SCALING_TYPE)!r}: {_short(kind)} is not a string"
+        )
+    if kind == "none":
+        return RopeScaling("none")
     return RopeScaling(
         kind,
         factor=get.float(keys.ROPE_SCALING_FACTOR, default=1.0),
@@ -196,6 +220,11 @@ def _rope_scaling(get: _KeyReader) -> RopeScaling:
 
 
 _MISSING: Any = object()
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut short (a damaged key may hold a 100k-entry array)."""
+    return reprlib.repr(value)
 
 
 class _KeyReader:
@@ -219,7 +248,7 @@ class _KeyReader:
                 raise ModelFileError(self.f.path, f"missing required key {key!r}")
             return default
         if not check(value):
-            raise ModelFileError(self.f.path, f"key {key!r}: {value!r} is not {kind}")
+            raise ModelFileError(self.f.path, f"key {key!r}: {_short(value)} is not {kind}")
         return value
 
     def int(self, template: str, default: Any = _MISSING, low: int = 1) -> int:

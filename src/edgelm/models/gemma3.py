@@ -17,8 +17,9 @@ def block(
     """x + post_norm(attn(norm(x))), then + post_norm(ffn(norm(.)))."""
     cfg = m.config
     assert layer.post_attn_norm is not None and layer.post_ffn_norm is not None
-    h = norm(x, layer.attn_norm, cfg.norm_eps)
+    h = norm(m.ops, x, layer.attn_norm, cfg.norm_eps)
     h = attention(
+        m.ops,
         h,
         positions,
         layer.attn,
@@ -30,9 +31,9 @@ def block(
         m.q_scale,
         layer.window,
     )
-    x = x + norm(h, layer.post_attn_norm, cfg.norm_eps)
-    h = feed_forward(norm(x, layer.ffn_norm, cfg.norm_eps), layer.ffn, gelu=True)
-    return x + norm(h, layer.post_ffn_norm, cfg.norm_eps)
+    x = x + norm(m.ops, h, layer.post_attn_norm, cfg.norm_eps)
+    h = feed_forward(m.ops, norm(m.ops, x, layer.ffn_norm, cfg.norm_eps), layer.ffn, gelu=True)
+    return x + norm(m.ops, h, layer.post_ffn_norm, cfg.norm_eps)
 
 
 def _rope_base(cfg: ModelConfig, layer: int) -> float:

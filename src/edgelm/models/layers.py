@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgelm.kernels import reference as K
+from edgelm.kernels.ops import Ops
 from edgelm.runtime.kv_cache import LayerCache
 from edgelm.weights.qtensor import QTensor
 
@@ -27,8 +27,8 @@ class Rope:
     freq_scale: float = 1.0
     factors: np.ndarray | None = None  # per-frequency divisors (Llama 3 scaling)
 
-    def angles(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return K.rope_angles(positions, self.dim, self.base, self.freq_scale, self.factors)
+    def angles(self, ops: Ops, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ops.rope_angles(positions, self.dim, self.base, self.freq_scale, self.factors)
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,17 @@ class FFNWeights:
     down: QTensor
 
 
-def norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    return K.rms_norm(x, weight, eps)
+def norm(ops: Ops, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    return ops.rms_norm(x, weight, eps)
 
 
-def _project(x: np.ndarray, w: QTensor, bias: np.ndarray | None) -> np.ndarray:
-    y = K.matmul(x, w)
+def _project(ops: Ops, x: np.ndarray, w: QTensor, bias: np.ndarray | None) -> np.ndarray:
+    y = ops.matmul(x, w)
     return y if bias is None else y + bias
 
 
 def attention(
+    ops: Ops,
     x: np.ndarray,
     positions: np.ndarray,
     w: AttentionWeights,
@@ -78,25 +79,25 @@ def attention(
     (start, end, cache) of rows then attends over its own sequence's cache.
     """
     t = x.shape[0]
-    q = _project(x, w.wq, w.bq).reshape(t, n_heads, -1)  # (T, H, D)
-    k = _project(x, w.wk, w.bk).reshape(t, n_kv_heads, -1)  # (T, KVH, D)
-    v = _project(x, w.wv, w.bv).reshape(t, n_kv_heads, -1)  # (T, KVH, Dv)
+    q = _project(ops, x, w.wq, w.bq).reshape(t, n_heads, -1)  # (T, H, D)
+    k = _project(ops, x, w.wk, w.bk).reshape(t, n_kv_heads, -1)  # (T, KVH, D)
+    v = _project(ops, x, w.wv, w.bv).reshape(t, n_kv_heads, -1)  # (T, KVH, Dv)
     if w.q_norm is not None and w.k_norm is not None:
-        q = K.rms_norm(q, w.q_norm, eps)
-        k = K.rms_norm(k, w.k_norm, eps)
-    cos, sin = rope.angles(positions)
-    q = K.rope(q, cos, sin, rope.neox)
-    k = K.rope(k, cos, sin, rope.neox)
+        q = ops.rms_norm(q, w.q_norm, eps)
+        k = ops.rms_norm(k, w.k_norm, eps)
+    cos, sin = rope.angles(ops, positions)
+    q = ops.rope(q, cos, sin, rope.neox)
+    k = ops.rope(k, cos, sin, rope.neox)
     out = np.empty((t, n_heads, v.shape[-1]), np.float32)  # (T, H, Dv)
     for start, end, cache in segments:
         pos = positions[start:end]
         keys, values, key_pos = cache.append(k[start:end], v[start:end], pos)
-        out[start:end] = K.attention(q[start:end], keys, values, pos, key_pos, q_scale, window)
-    return K.matmul(out.reshape(t, -1), w.wo)
+        out[start:end] = ops.attention(q[start:end], keys, values, pos, key_pos, q_scale, window)
+    return ops.matmul(out.reshape(t, -1), w.wo)
 
 
-def feed_forward(x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarray:
+def feed_forward(ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarray:
     """Gated FFN: down(act(gate(x)) * up(x))."""
-    g = K.matmul(x, w.gate)
-    act = K.gelu_tanh(g) if gelu else K.silu(g)
-    return K.matmul(act * K.matmul(x, w.up), w.down)
+    g = ops.matmul(x, w.gate)
+    act = ops.gelu_tanh(g) if gelu else ops.silu(g)
+    return ops.matmul(act * ops.matmul(x, w.up), w.down)

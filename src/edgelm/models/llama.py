@@ -13,8 +13,9 @@ def block(
 ) -> np.ndarray:
     """x + attn(norm(x)), then + ffn(norm(.))."""
     cfg = m.config
-    h = norm(x, layer.attn_norm, cfg.norm_eps)
+    h = norm(m.ops, x, layer.attn_norm, cfg.norm_eps)
     x = x + attention(
+        m.ops,
         h,
         positions,
         layer.attn,
@@ -26,8 +27,8 @@ def block(
         m.q_scale,
         0,
     )
-    h = norm(x, layer.ffn_norm, cfg.norm_eps)
-    return x + feed_forward(h, layer.ffn, gelu=False)
+    h = norm(m.ops, x, layer.ffn_norm, cfg.norm_eps)
+    return x + feed_forward(m.ops, h, layer.ffn, gelu=False)
 
 
 ARCH = Architecture(name="llama", block=block, rope_neox=False)

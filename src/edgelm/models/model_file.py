@@ -37,7 +37,8 @@ def load_tensors(f: GGUFFile, config: ModelConfig) -> dict[str, QTensor]:
     for info in f.tensors.values():
         if info.ggml_type not in SUPPORTED_TYPES:
             raise ModelFileError(
-                f.path, f"tensor {info.name!r} has unsupported type {info.ggml_type.name} (supported: {supported})"
+                f.path,
+                f"tensor {info.name!r} has unsupported type {info.ggml_type.name} (supported: {supported})",
             )
     for spec in expected_tensors(config):
         info = f.tensors.get(spec.name)
@@ -48,7 +49,8 @@ def load_tensors(f: GGUFFile, config: ModelConfig) -> dict[str, QTensor]:
         if info.ne != spec.ne:
             raise ModelFileError(
                 f.path,
-                f"tensor {spec.name!r} has shape {list(info.ne)} but the model's metadata implies {list(spec.ne)}",
+                f"tensor {spec.name!r} has shape {list(info.ne)} "
+                f"but the model's metadata implies {list(spec.ne)}",
             )
     return {
         info.name: QTensor.from_buffer(info.name, info.ggml_type, info.shape, f.tensor_data(info.name))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgelm.errors import ModelFileError
-from edgelm.kernels import reference as K
+from edgelm.kernels.ops import Ops, select_ops
 from edgelm.models.config import ModelConfig
 from edgelm.models.layers import AttentionWeights, FFNWeights, Rope
 from edgelm.models.layout import OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD
@@ -67,10 +67,11 @@ class Transformer:
     output: QTensor
     embed_scale: float
     q_scale: float
+    ops: Ops
     model_file: ModelFile | None = field(default=None, repr=False)
 
     @classmethod
-    def from_model_file(cls, mf: ModelFile, arch: Architecture) -> Transformer:
+    def from_model_file(cls, mf: ModelFile, arch: Architecture, ops: Ops | None = None) -> Transformer:
         cfg = mf.config
         t = mf.tensors
 
@@ -133,6 +134,7 @@ class Transformer:
             output=t.get(OUTPUT, t[TOKEN_EMBD]),
             embed_scale=arch.embed_scale(cfg),
             q_scale=arch.q_scale(cfg),
+            ops=ops or select_ops(),
             model_file=mf,
         )
 
@@ -180,5 +182,5 @@ class Transformer:
             x = block(self, layer, x, positions, segments)
         if logit_rows is not None:
             x = x[logit_rows]
-        x = K.rms_norm(x, self.output_norm, self.config.norm_eps)
-        return K.matmul(x, self.output)
+        x = self.ops.rms_norm(x, self.output_norm, self.config.norm_eps)
+        return self.ops.matmul(x, self.output)

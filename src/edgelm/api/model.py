@@ -1,0 +1,211 @@
+"""`edgelm.load(path)` → `Model`: generate, stream_generate, chat, stream_chat, logits."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgelm.errors import EdgelmError
+from edgelm.models.config import ModelConfig
+from edgelm.models.model_file import ModelFile
+from edgelm.models.registry import build_model
+from edgelm.models.transformer import Transformer
+from edgelm.runtime.generate import GenerationChunk, GenerationResult, Timings, stream_chunks
+from edgelm.runtime.sampling import InvalidParamError, SamplingParams, make_sampler
+from edgelm.runtime.stop import StopChecker
+from edgelm.tokenizer import Tokenizer
+
+__all__ = ["DEFAULT_N_CTX", "Model", "PromptTooLongError", "load"]
+
+DEFAULT_N_CTX = 4096
+
+Prompt = str | Sequence[int]
+Message = Mapping[str, Any]
+
+
+class PromptTooLongError(EdgelmError, ValueError):
+    """The prompt does not fit in the context."""
+
+
+def load(path: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: int | None = None) -> Model:
+    """Open a GGUF model: weights memory-mapped in their quantized form, tokenizer from its metadata.
+
+    `n_ctx` defaults to min(the model's context, 4096); the KV cache is sized from it.
+    """
+    t0 = time.perf_counter()
+    mf = ModelFile.open(path)
+    transformer = build_model(mf)
+    tokenizer = Tokenizer.from_metadata(mf.gguf.metadata, mf.path)
+    if n_ctx is None:
+        n_ctx = min(mf.config.context_length, DEFAULT_N_CTX)
+    elif isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+        raise InvalidParamError("n_ctx", n_ctx, "must be a positive integer")
+    if n_threads is not None and (
+        isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1
+    ):
+        raise InvalidParamError("n_threads", n_threads, "must be a positive integer")
+    return Model(
+        transformer, tokenizer, n_ctx, n_threads or os.cpu_count() or 1, 1000 * (time.perf_counter() - t0)
+    )
+
+
+class Model:
+    """A loaded model with one KV cache: calls run one at a time (a lock guards the cache)."""
+
+    def __init__(
+        self, transformer: Transformer, tokenizer: Tokenizer, n_ctx: int, n_threads: int, load_ms: float
+    ):
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.load_ms = load_ms
+        self._cache = transformer.new_cache(n_ctx)
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.transformer.config
+
+    # -- text ----------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt: text is tokenized with BOS as the model wants, special tokens parsed."""
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, add_special=True, parse_special=True)
+        else:
+            ids = [int(t) for t in prompt]
+            bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
+            if bad:
+                raise InvalidParamError(
+                    "prompt", bad[0], f"token id out of range [0, {self.config.vocab_size})"
+                )
+        if not ids:
+            raise InvalidParamError("prompt", prompt, "is empty (and the model adds no BOS token)")
+        return ids
+
+    def _fit(self, ids: list[int], max_tokens: int, truncate: bool) -> list[int]:
+        limit = self.n_ctx - 1
+        if len(ids) > limit:
+            if not truncate:
+                raise PromptTooLongError(
+                    f"prompt has {len(ids)} tokens but the context holds {self.n_ctx} "
+                    f"(load with a larger n_ctx, or pass truncate=True to keep the last {limit})"
+                )
+            ids = ids[len(ids) - limit :]
+        return ids
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def stream_generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: Mapping[int, float] | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        truncate: bool = False,
+    ) -> Iterator[GenerationChunk]:
+        """Yield text as it is generated; the last chunk has `finish_reason` ("stop" or "length")."""
+        params = SamplingParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            repeat_last_n=repeat_last_n,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            logit_bias=logit_bias,
+            seed=seed,
+        )
+        checker = StopChecker(eog_ids=self.tokenizer.eog_ids, stop=stop, max_tokens=max_tokens)
+        ids = self._fit(self.encode_prompt(prompt), max_tokens, truncate)
+        sampler = make_sampler(params, self.config.vocab_size)
+        max_new = min(max_tokens, self.n_ctx - len(ids))
+        return self._locked_stream(ids, sampler, checker, max_new)
+
+    def _locked_stream(
+        self, ids: list[int], sampler, checker: StopChecker, max_new: int
+    ) -> Iterator[GenerationChunk]:
+        with self._lock:
+            self._cache.reset()
+            try:
+                yield from stream_chunks(
+                    self.transformer,
+                    self.tokenizer,
+                    self._cache,
+                    ids,
+                    sampler,
+                    checker,
+                    max_new,
+                    Timings(load_ms=self.load_ms),
+                )
+            finally:
+                # An interrupted generation leaves a half-filled cache; the next call starts clean.
+                self._cache.reset()
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> GenerationResult:
+        """Generate a completion of `prompt`; keyword arguments as `stream_generate`."""
+        parts: list[str] = []
+        tokens: list[int] = []
+        last: GenerationChunk | None = None
+        stream = self.stream_generate(prompt, **kwargs)
+        ids = self.encode_prompt(prompt)
+        for chunk in stream:
+            parts.append(chunk.text)
+            if chunk.token_id is not None:
+                tokens.append(chunk.token_id)
+            last = chunk
+        assert last is not None and last.finish_reason is not None
+        if tokens and tokens[-1] in self.tokenizer.eog_ids:
+            tokens.pop()
+        return GenerationResult("".join(parts), tokens, last.finish_reason, last.timings, ids)
+
+    def chat_prompt(
+        self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """The prompt the model's chat template makes of `messages`."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools)
+
+    def stream_chat(
+        self, messages: Sequence[Message], *, tools: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
+    ) -> Iterator[GenerationChunk]:
+        return self.stream_generate(self.chat_prompt(messages, tools), **kwargs)
+
+    def chat(
+        self, messages: Sequence[Message], *, tools: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
+    ) -> GenerationResult:
+        return self.generate(self.chat_prompt(messages, tools), **kwargs)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits after each token, float32 (T, vocab): for evaluation and fidelity checks."""
+        ids = self.encode_prompt(list(token_ids))
+        if len(ids) > self.n_ctx:
+            raise PromptTooLongError(f"{len(ids)} tokens do not fit in the context of {self.n_ctx}")
+        with self._lock:
+            self._cache.reset()
+            try:
+                return self.transformer.forward(np.asarray(ids), np.arange(len(ids)), [self._cache])
+            finally:
+                self._cache.reset()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Model({c.arch}, {c.name!r}, n_ctx={self.n_ctx})"

@@ -1,0 +1,95 @@
+"""The kernel seam: the set of operations a forward pass needs, chosen once at load.
+
+`Ops` is the protocol; `REFERENCE` is the NumPy implementation (every native kernel is tested against
+it); native backends register themselves in `BACKENDS`.  `select_ops` resolves the choice once:
+`EDGELM_ISA` (or the `isa` argument) forces one, otherwise the best available.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edgelm.kernels import reference
+from edgelm.weights.qtensor import QTensor
+
+__all__ = ["BACKENDS", "REFERENCE", "Ops", "select_ops"]
+
+ISA_ENV = "EDGELM_ISA"
+
+
+class Ops(Protocol):
+    """What a forward pass calls; shapes as in `edgelm.kernels.reference`."""
+
+    name: str
+
+    def matmul(self, x: np.ndarray, w: QTensor) -> np.ndarray: ...
+
+    def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray: ...
+
+    def rope_angles(
+        self,
+        positions: np.ndarray,
+        rope_dim: int,
+        base: float,
+        freq_scale: float = 1.0,
+        factors: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def rope(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.ndarray: ...
+
+    def attention(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        q_pos: np.ndarray,
+        k_pos: np.ndarray,
+        scale: float,
+        window: int = 0,
+    ) -> np.ndarray: ...
+
+    def silu(self, x: np.ndarray) -> np.ndarray: ...
+
+    def gelu_tanh(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class _ReferenceOps:
+    name: str = "numpy"
+    matmul = staticmethod(reference.matmul)
+    rms_norm = staticmethod(reference.rms_norm)
+    rope_angles = staticmethod(reference.rope_angles)
+    rope = staticmethod(reference.rope)
+    attention = staticmethod(reference.attention)
+    silu = staticmethod(reference.silu)
+    gelu_tanh = staticmethod(reference.gelu_tanh)
+
+
+REFERENCE: Ops = _ReferenceOps()
+
+# name -> factory returning the backend, or None when it cannot run on this machine.
+# Native backends add themselves here; the first available in order wins by default.
+BACKENDS: dict[str, Callable[[], Ops | None]] = {"numpy": lambda: REFERENCE}
+
+
+def select_ops(name: str | None = None) -> Ops:
+    """The backend named `name` (or by $EDGELM_ISA), else the best one available."""
+    name = name or os.environ.get(ISA_ENV) or None
+    if name is not None:
+        factory = BACKENDS.get(name)
+        if factory is None:
+            raise ValueError(f"unknown kernel backend {name!r} (available: {', '.join(BACKENDS)})")
+        ops = factory()
+        if ops is None:
+            raise ValueError(f"kernel backend {name!r} cannot run on this machine")
+        return ops
+    for factory in reversed(list(BACKENDS.values())):
+        ops = factory()
+        if ops is not None:
+            return ops
+    return REFERENCE
