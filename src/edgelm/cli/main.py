@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from edgelm.cli.generate import add_sampling_args, cmd_chat, cmd_run
 from edgelm.errors import EdgelmError
 
 __all__ = ["main"]
@@ -122,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("-o", "--output", required=True, help="output .gguf path")
     synth.set_defaults(func=cmd_synth)
+
+    run = sub.add_parser("run", help="generate text from a prompt, streamed, then timings")
+    run.add_argument("model")
+    run.add_argument("-p", "--prompt", required=True)
+    add_sampling_args(run)
+    run.set_defaults(func=cmd_run)
+
+    chat = sub.add_parser("chat", help="interactive chat through the model's chat template")
+    chat.add_argument("model")
+    chat.add_argument("--system", default=None, help="a system message")
+    chat.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
+    add_sampling_args(chat)
+    chat.set_defaults(func=cmd_chat)
 
     quant = sub.add_parser("quantize", help="quantize a model file to a smaller type")
     quant.add_argument("input")
