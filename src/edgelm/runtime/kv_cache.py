@@ -35,6 +35,10 @@ class LayerCache(Protocol):
 
     def trim(self, n_tokens: int) -> None: ...
 
+    def can_trim(self, n_tokens: int) -> bool:
+        """Whether `trim(n_tokens)` leaves every key a later query may need."""
+        ...
+
 
 class ContiguousCache:
     """All positions of the sequence, preallocated for `n_ctx` tokens."""
@@ -59,6 +63,9 @@ class ContiguousCache:
 
     def trim(self, n_tokens: int) -> None:
         self.n_tokens = min(self.n_tokens, n_tokens)
+
+    def can_trim(self, n_tokens: int) -> bool:
+        return True
 
 
 class SlidingWindowCache:
@@ -116,6 +123,9 @@ class SequenceCache:
     def trim(self, n_tokens: int) -> None:
         for layer in self.layers:
             layer.trim(n_tokens)
+
+    def can_trim(self, n_tokens: int) -> bool:
+        return all(layer.can_trim(n_tokens) for layer in self.layers)
 
     def reset(self) -> None:
         self.trim(0)
