@@ -104,6 +104,24 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgelm.bench.speed import run_speed
+
+    run_speed(
+        tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        tuple(q.strip() for q in args.quants.split(",") if q.strip()),
+        threads=args.threads,
+        n_prompt=args.prompt,
+        n_gen=args.gen,
+        reps=args.reps,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        out=Path(args.output),
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgelm.convert.presets import PRESETS
 
@@ -136,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
     add_sampling_args(chat)
     chat.set_defaults(func=cmd_chat)
+
+    bench = sub.add_parser("bench", help="benchmarks against llama.cpp on the same files")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    speed = bench_sub.add_parser("speed", help="prefill/decode speed, first-token latency, memory")
+    speed.add_argument(
+        "--models", default="smollm2-135m,qwen2.5-0.5b,llama-3.2-1b", help="comma-separated presets"
+    )
+    speed.add_argument("--quants", default="q8_0,q4_k_m", help="comma-separated quantizations")
+    speed.add_argument("--threads", type=int, default=2)
+    speed.add_argument("--prompt", type=int, default=512, help="prompt tokens (default 512)")
+    speed.add_argument("--gen", type=int, default=128, help="generated tokens (default 128)")
+    speed.add_argument("--reps", type=int, default=3)
+    speed.add_argument("--cache-dir", default=None, help="where model files are written (reused)")
+    speed.add_argument("-o", "--output", default="benchmarks/results/speed.json", help="JSON results")
+    speed.set_defaults(func=cmd_bench_speed)
 
     quant = sub.add_parser("quantize", help="quantize a model file to a smaller type")
     quant.add_argument("input")
