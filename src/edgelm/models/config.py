@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgelm.errors import ModelFileError
 from edgelm.gguf import keys
 from edgelm.gguf.keys import arch_key
@@ -90,6 +92,8 @@ class ModelConfig:
     sliding_window_pattern: int  # every n-th layer is global; 0: none
     local_rope_base: float
     tied_embeddings: bool  # no output.weight: the token embedding is the output head
+    # Which layers use the sliding window, when the file lists them one by one (else the pattern).
+    swa_layers: tuple[bool, ...] | None = None
 
     @property
     def spec(self) -> ArchSpec:
@@ -113,8 +117,13 @@ class ModelConfig:
 
     def is_local_layer(self, layer: int) -> bool:
         """True for a sliding-window layer."""
+        if self.sliding_window <= 0:
+            return False
+        if self.swa_layers is not None:
+            return self.swa_layers[layer]
         p = self.sliding_window_pattern
-        return self.sliding_window > 0 and p > 0 and (layer + 1) % p != 0
+        # As llama.cpp: the last layer of every group of p is global; p == 0 makes every layer local.
+        return p == 0 or layer % p < p - 1
 
     @classmethod
     def from_gguf(cls, f: GGUFFile) -> ModelConfig:
@@ -156,6 +165,7 @@ class ModelConfig:
         sliding_window = get.int(
             keys.SLIDING_WINDOW, default=None if spec.sliding_window_required else 0, low=0
         )
+        pattern, swa_layers = _swa_pattern(get, spec.sliding_window_pattern, n_layers)
         tied = "output.weight" not in f.tensors
         return cls(
             arch=arch,
@@ -174,9 +184,12 @@ class ModelConfig:
             rope_scaling=_rope_scaling(get),
             norm_eps=get.float(keys.RMS_NORM_EPS, default=DEFAULT_RMS_NORM_EPS),
             sliding_window=sliding_window,
-            sliding_window_pattern=spec.sliding_window_pattern if sliding_window else 0,
-            local_rope_base=spec.local_rope_base or DEFAULT_ROPE_BASE,
+            sliding_window_pattern=pattern if sliding_window else 0,
+            local_rope_base=get.float(
+                keys.ROPE_FREQ_BASE_SWA, default=spec.local_rope_base or DEFAULT_ROPE_BASE
+            ),
             tied_embeddings=tied,
+            swa_layers=swa_layers if sliding_window else None,
         )
 
 
@@ -200,6 +213,21 @@ def _vocab_size_from_file(f: GGUFFile) -> int:
     raise ModelFileError(
         f.path, "cannot tell the vocabulary size: no vocab_size key, tokens or token_embd.weight"
     )
+
+
+def _swa_pattern(get: _KeyReader, default: int, n_layers: int) -> tuple[int, tuple[bool, ...] | None]:
+    """The sliding-window layout: a period (int key) or one flag per layer (array key)."""
+    value = get.optional(keys.SLIDING_WINDOW_PATTERN)
+    if value is None:
+        return default, None
+    key = get.key(keys.SLIDING_WINDOW_PATTERN)
+    if isinstance(value, np.ndarray):
+        if value.dtype != bool or len(value) != n_layers:
+            raise ModelFileError(get.f.path, f"key {key!r}: expected {n_layers} booleans, one per layer")
+        return default, tuple(bool(v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ModelFileError(get.f.path, f"key {key!r}: {value!r} is not a layer period >= 0")
+    return value, None
 
 
 def _rope_scaling(get: _KeyReader) -> RopeScaling:
