@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import reprlib
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +40,12 @@ _HEADER_BYTES = 4 + 4 + 8 + 8
 _MIN_KV_BYTES = 8 + 4 + 1
 # The smallest possible tensor info: name length, n_dims, one dim, type, offset.
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8
+# The format's limit on tensor names (GGML_MAX_NAME).
+GGUF_MAX_TENSOR_NAME = 64
+# Keys quoted in error messages are cut to this many characters: a damaged length can make one huge.
+_MAX_QUOTED = 80
+# Arrays of arrays are legal but nothing real nests deeper than this; the limit keeps recursion bounded.
+_MAX_ARRAY_DEPTH = 8
 
 # Little-endian scalar formats and numpy dtypes of the GGUF value types.
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
@@ -94,6 +102,13 @@ class TensorInfo:
         return n
 
 
+def _quoted(key: str) -> str:
+    """`key` for an error message, cut short when a damaged length made it long."""
+    if len(key) <= _MAX_QUOTED:
+        return repr(key)
+    return f"{key[:_MAX_QUOTED]!r}... ({len(key)} characters)"
+
+
 class _Cursor:
     """Bounds-checked little-endian reads over the mapped header."""
 
@@ -106,12 +121,13 @@ class _Cursor:
     def fail(self, what: str, detail: str) -> ModelFileError:
         return ModelFileError(self.path, f"{what}: {detail}")
 
+    def past_end(self, what: str, detail: str) -> ModelFileError:
+        """`detail` reaches past the last byte: a truncated file, or a damaged count or length."""
+        return self.fail(what, f"{detail} past the end of the file ({self.size} bytes; truncated file?)")
+
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise self.fail(
-                what,
-                f"needs {n} bytes at offset {self.pos} but the file ends at {self.size} (truncated file?)",
-            )
+            raise self.past_end(what, f"needs {n} bytes at offset {self.pos},")
 
     def u32(self, what: str) -> int:
         self.need(4, what)
@@ -128,7 +144,7 @@ class _Cursor:
     def raw_string(self, what: str) -> bytes:
         n = self.u64(f"{what} (string length)")
         if n > self.size - self.pos:
-            raise self.fail(what, f"string length {n} runs past the end of the file ({self.size} bytes)")
+            raise self.past_end(what, f"string length {n} runs")
         s = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return s
@@ -144,36 +160,37 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str) -> Any:
     fmt = _SCALAR_FORMATS.get(vtype)
     if fmt is not None:
         n = struct.calcsize(fmt)
-        cur.need(n, f"metadata key {key!r}")
+        cur.need(n, f"metadata key {_quoted(key)}")
         (v,) = struct.unpack_from(fmt, cur.buf, cur.pos)
         cur.pos += n
         return v
     if vtype == GGUFValueType.STRING:
-        return cur.string(f"metadata key {key!r}")
+        return cur.string(f"metadata key {_quoted(key)}")
     if vtype == GGUFValueType.ARRAY:
         value, _ = _read_array(cur, key)
         return value
-    raise cur.fail(f"metadata key {key!r}", f"unknown value type {int(vtype)}")
+    raise cur.fail(f"metadata key {_quoted(key)}", f"unknown value type {int(vtype)}")
 
 
 def _value_type(cur: _Cursor, raw: int, key: str) -> GGUFValueType:
     vtype = _VALUE_TYPES.get(raw)
     if vtype is None:
         valid = ", ".join(t.name for t in GGUFValueType)
-        raise cur.fail(f"metadata key {key!r}", f"unknown value type {raw} (valid: {valid})")
+        raise cur.fail(f"metadata key {_quoted(key)}", f"unknown value type {raw} (valid: {valid})")
     return vtype
 
 
-def _read_array(cur: _Cursor, key: str) -> tuple[Any, GGUFValueType]:
-    sub_type = _value_type(cur, cur.u32(f"metadata key {key!r} (array type)"), key)
-    count = cur.u64(f"metadata key {key!r} (array length)")
+def _read_array(cur: _Cursor, key: str, depth: int = 1) -> tuple[Any, GGUFValueType]:
+    if depth > _MAX_ARRAY_DEPTH:
+        raise cur.fail(f"metadata key {_quoted(key)}", f"arrays nested more than {_MAX_ARRAY_DEPTH} deep")
+    sub_type = _value_type(cur, cur.u32(f"metadata key {_quoted(key)} (array type)"), key)
+    count = cur.u64(f"metadata key {_quoted(key)} (array length)")
     dtype = _SCALAR_DTYPES.get(sub_type)
     if dtype is not None:
         n_bytes = count * dtype.itemsize
         if count > cur.remaining() // dtype.itemsize:
-            raise cur.fail(
-                f"metadata key {key!r}",
-                f"array of {count} {sub_type.name} values runs past the end of the file",
+            raise cur.past_end(
+                f"metadata key {_quoted(key)}", f"array of {count} {sub_type.name} values runs"
             )
         arr = np.frombuffer(cur.buf, dtype=dtype, count=count, offset=cur.pos)
         cur.pos += n_bytes
@@ -183,14 +200,12 @@ def _read_array(cur: _Cursor, key: str) -> tuple[Any, GGUFValueType]:
     # Strings take at least their 8-byte length, nested arrays their type and length.
     min_item = 8 if sub_type == GGUFValueType.STRING else 12
     if count > cur.remaining() // min_item:
-        raise cur.fail(
-            f"metadata key {key!r}", f"array of {count} {sub_type.name} values runs past the end of the file"
-        )
+        raise cur.past_end(f"metadata key {_quoted(key)}", f"array of {count} {sub_type.name} values runs")
     if sub_type == GGUFValueType.STRING:
         return _read_string_array(cur, count, key), sub_type
     if sub_type == GGUFValueType.ARRAY:
-        return [_read_array(cur, key)[0] for _ in range(count)], sub_type
-    raise cur.fail(f"metadata key {key!r}", f"unknown array element type {int(sub_type)}")
+        return [_read_array(cur, key, depth + 1)[0] for _ in range(count)], sub_type
+    raise cur.fail(f"metadata key {_quoted(key)}", f"unknown array element type {int(sub_type)}")
 
 
 def _read_string_array(cur: _Cursor, count: int, key: str) -> list[str]:
@@ -202,11 +217,13 @@ def _read_string_array(cur: _Cursor, count: int, key: str) -> list[str]:
     for i in range(count):
         if pos + 8 > size:
             cur.pos = pos
-            raise cur.fail(f"metadata key {key!r}", f"string {i} of {count} starts past the end of the file")
+            raise cur.past_end(f"metadata key {_quoted(key)}", f"string {i} of {count} starts")
         (n,) = unpack(buf, pos)
         pos += 8
         if n > size - pos:
-            raise cur.fail(f"metadata key {key!r}", f"string {i} has length {n}, past the end of the file")
+            raise cur.past_end(
+                f"metadata key {_quoted(key)}", f"string {i} of {count} has length {n} and runs"
+            )
         append(str(buf[pos : pos + n], "utf-8", "surrogateescape"))
         pos += n
     cur.pos = pos
@@ -255,6 +272,15 @@ class GGUFFile:
     def open(cls, path: str | os.PathLike[str]) -> GGUFFile:
         path = os.fspath(path)
         try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            raise ModelFileError(path, f"cannot open: {getattr(e, 'strerror', None) or e}") from e
+        if not stat.S_ISREG(mode):
+            # Opening a FIFO would wait for a writer forever; only regular files can be mapped.
+            raise ModelFileError(
+                path, f"cannot open: {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}"
+            )
+        try:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 if size < _HEADER_BYTES:
@@ -290,8 +316,8 @@ class GGUFFile:
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i} name")
             if key in fields:
-                raise ModelFileError(path, f"metadata key {key!r} appears twice")
-            vtype = _value_type(cur, cur.u32(f"metadata key {key!r} (type)"), key)
+                raise ModelFileError(path, f"metadata key {_quoted(key)} appears twice")
+            vtype = _value_type(cur, cur.u32(f"metadata key {_quoted(key)} (type)"), key)
             if vtype == GGUFValueType.ARRAY:
                 value, sub_type = _read_array(cur, key)
                 fields[key] = MetaField(value, vtype, sub_type)
@@ -302,7 +328,10 @@ class GGUFFile:
         if GGUF_ALIGNMENT_KEY in fields:
             alignment = fields[GGUF_ALIGNMENT_KEY].value
             if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-                raise ModelFileError(path, f"metadata key {GGUF_ALIGNMENT_KEY!r}: {alignment!r} is not a power of two")
+                raise ModelFileError(
+                    path,
+                    f"metadata key {GGUF_ALIGNMENT_KEY!r}: {reprlib.repr(alignment)} is not a power of two",
+                )
 
         infos = [cls._read_tensor_info(cur, i) for i in range(n_tensors)]
         data_offset = -(-cur.pos // alignment) * alignment
@@ -311,21 +340,25 @@ class GGUFFile:
             if name in tensors:
                 raise ModelFileError(path, f"tensor {name!r} appears twice")
             if rel_offset % alignment:
-                raise ModelFileError(path, f"tensor {name!r}: data offset {rel_offset} is not aligned to {alignment}")
+                raise ModelFileError(
+                    path, f"tensor {name!r}: data offset {rel_offset} is not aligned to {alignment}"
+                )
             n_bytes = _tensor_bytes(cur, name, ggml_type, ne)
             start = data_offset + rel_offset
             if start + n_bytes > cur.size:
-                raise ModelFileError(
-                    path,
-                    f"tensor {name!r}: data [{start}, {start + n_bytes}) runs past the end of the file "
-                    f"({cur.size} bytes; truncated file?)",
-                )
+                raise cur.past_end(f"tensor {name!r}", f"data [{start}, {start + n_bytes}) runs")
             tensors[name] = TensorInfo(name, ggml_type, ne, start, n_bytes)
         return cls(path, version, alignment, data_offset, fields, tensors, buffer)
 
     @staticmethod
     def _read_tensor_info(cur: _Cursor, index: int) -> tuple[str, GGMLType, tuple[int, ...], int]:
-        name = cur.string(f"tensor #{index} name")
+        name_bytes = cur.raw_string(f"tensor #{index} name")
+        if len(name_bytes) > GGUF_MAX_TENSOR_NAME:
+            raise cur.fail(
+                f"tensor #{index} name",
+                f"{len(name_bytes)} bytes long, more than the format's {GGUF_MAX_TENSOR_NAME}",
+            )
+        name = name_bytes.decode("utf-8", "surrogateescape")
         what = f"tensor {name!r}"
         n_dims = cur.u32(f"{what} (dimension count)")
         if not 1 <= n_dims <= GGML_MAX_DIMS:
@@ -360,4 +393,6 @@ class GGUFFile:
         return self.metadata.get(key, default)
 
     def __repr__(self) -> str:
-        return f"GGUFFile({self.path!r}, v{self.version}, {len(self.fields)} keys, {len(self.tensors)} tensors)"
+        return (
+            f"GGUFFile({self.path!r}, v{self.version}, {len(self.fields)} keys, {len(self.tensors)} tensors)"
+        )

@@ -76,7 +76,7 @@ def summarize(path: str | os.PathLike[str]) -> ModelSummary:
         quant_mix=mix,
         context_length=ctx if isinstance(ctx, int) else None,
         tokenizer=tokenizer,
-        vocab_size=len(tokens) if tokens is not None else None,
+        vocab_size=len(tokens) if isinstance(tokens, list) else None,
         chat_template=isinstance(f.get(keys.CHAT_TEMPLATE), str),
         config=config,
         problem=problem,
