@@ -1,0 +1,1 @@
+"""Runtime: KV caches, sampling, stopping and the generation loop."""
