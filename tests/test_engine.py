@@ -139,3 +139,17 @@ def test_background_thread(model) -> None:
         engine.stop()
     s = engine.stats()
     assert s.completed == 3 and s.active == 0 and s.decode_step_ms > 0
+
+
+def test_a_failing_processor_ends_only_its_request(model) -> None:
+    def broken(history, logits):
+        raise RuntimeError("boom")
+
+    engine = _engine(model, n_slots=2)
+    bad, c_bad = _request(model, "bad", processors=[broken])
+    good, c_good = _request(model, "good", max_tokens=4)
+    engine.submit(bad)
+    engine.submit(good)
+    _drain(engine, c_bad, c_good)
+    assert c_bad.chunks[-1].finish_reason.startswith("error:") and "boom" in c_bad.chunks[-1].finish_reason
+    assert c_good.chunks[-1].finish_reason == "length" and len(c_good.tokens) == 4

@@ -22,10 +22,10 @@ import numpy as np
 
 from edgelm.errors import EdgelmError
 from edgelm.models.transformer import Transformer
-from edgelm.runtime.generate import GenerationChunk, Timings
+from edgelm.runtime.generate import GenerationChunk, Timings, accept_token
 from edgelm.runtime.kv_cache import SequenceCache
 from edgelm.runtime.sampling import LogitsProcessor, Sampler, SamplingParams, make_sampler
-from edgelm.runtime.stop import FinishReason, StopChecker
+from edgelm.runtime.stop import StopChecker
 from edgelm.tokenizer import StreamingDetokenizer, Tokenizer
 
 __all__ = ["Engine", "EngineStats", "QueueFullError", "Request", "RequestHandle"]
@@ -51,7 +51,7 @@ class Request:
     stop: tuple[str, ...] = ()
     processors: Sequence[LogitsProcessor] = ()
     priority: int = 0  # lower runs first
-    logprobs: int = 0  # how many top alternatives to report per token (0: none)
+    logprobs: int | None = None  # None: none; k >= 0: each token's logprob and its k likeliest alternatives
 
 
 @dataclass
@@ -97,6 +97,24 @@ class _Slot:
     @property
     def busy(self) -> bool:
         return self.handle is not None
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log-probabilities of a logits row, float64 (V,)."""
+    x = logits.astype(np.float64)
+    x -= x.max()
+    x -= np.log(np.exp(x).sum())
+    return x
+
+
+def _top_logprobs(logprobs: np.ndarray, k: int | None) -> tuple[tuple[int, float], ...]:
+    """The `k` most likely (id, logprob), best first."""
+    k = min(k or 0, logprobs.shape[0])
+    if k <= 0:
+        return ()
+    ids = np.argpartition(-logprobs, k - 1)[:k]
+    ids = ids[np.argsort(-logprobs[ids], kind="stable")]
+    return tuple((int(i), float(logprobs[i])) for i in ids)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -181,6 +199,11 @@ class Engine:
 
     # -- engine side ---------------------------------------------------------------------------
 
+    @property
+    def alive(self) -> bool:
+        """Whether the background loop is running (or was never started)."""
+        return self._thread is None or self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
             with self._cv:
@@ -188,7 +211,12 @@ class Engine:
                     self._cv.wait()
                 if not self._running:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # never let one bad step kill the loop: end what was running
+                for s in self.slots:
+                    if s.busy:
+                        self._finish(s, f"engine step failed: {e}")
 
     def step(self) -> None:
         """One scheduling round and one forward pass."""
@@ -231,7 +259,7 @@ class Engine:
             )
         except Exception as e:  # a failed step ends its sequences with an error, not the engine
             for s in active:
-                self._finish(s, FinishReason.LENGTH, error=str(e))
+                self._finish(s, f"forward pass failed: {e}")
             return
         elapsed = time.perf_counter() - t0
         if n_prefill:
@@ -243,7 +271,10 @@ class Engine:
             ms = 1000 * elapsed
             self.decode_step_ms += EMA_ALPHA * (ms - self.decode_step_ms) if self.decode_step_ms else ms
         for row, s in enumerate(samplers):
-            self._sample(s, logits[row])
+            try:
+                self._sample(s, logits[row])
+            except Exception as e:  # e.g. a processor that fails: only its sequence ends
+                self._finish(s, f"sampling failed: {e}")
 
     def _drop_cancelled(self) -> None:
         for s in self.slots:
@@ -265,7 +296,11 @@ class Engine:
                 _, _, handle = heapq.heappop(self._waiting)
             prompt = handle.request.prompt
             slot = max(free, key=lambda s: _common_prefix(s.tokens, prompt))
-            self._start(slot, handle)
+            try:
+                self._start(slot, handle)
+            except Exception as e:  # a request the engine cannot start ends with an error, alone
+                slot.handle = handle
+                self._finish(slot, f"cannot start: {e}")
 
     def _start(self, s: _Slot, handle: RequestHandle) -> None:
         req = handle.request
@@ -291,7 +326,11 @@ class Engine:
             s.handle is not None and s.checker is not None and s.sampler is not None and s.detok is not None
         )
         history = np.asarray(s.history, dtype=np.int64)
+        n_top = s.handle.request.logprobs
+        # The sampler overwrites the logits: take the log-probabilities first (only when asked for).
+        logprobs = None if n_top is None else _log_softmax(logits)
         tok = s.sampler.sample(logits, history)
+        lp, top = (None, None) if logprobs is None else (float(logprobs[tok]), _top_logprobs(logprobs, n_top))
         now = time.perf_counter()
         s.n_generated += 1
         self.generated_tokens += 1
@@ -302,20 +341,13 @@ class Engine:
         s.timings = replace(s.timings, decode_tokens=s.n_generated, decode_ms=1000 * (now - s.t_first))
         s.history.append(tok)
         checker = s.checker
-        text = "" if checker.is_eog(tok) else s.detok.add(tok)
-        out = checker.accept(tok, text)
-        if not checker.done and s.n_generated >= s.max_new:
-            out += checker.filter.feed(s.detok.flush())
-            out += checker.finish(FinishReason.LENGTH)
-        elif checker.done and checker.finish_reason == FinishReason.LENGTH and not checker.filter.stopped:
-            out += checker.filter.feed(s.detok.flush()) + checker.filter.flush()
-        if checker.done:
-            reason = checker.finish_reason.value if checker.finish_reason else FinishReason.STOP.value
-            self._emit(s, GenerationChunk(out, tok, reason, s.timings))
+        out = accept_token(checker, s.detok, tok, last=s.n_generated >= s.max_new)
+        if checker.finish_reason is not None:
+            self._emit(s, GenerationChunk(out, tok, checker.finish_reason.value, s.timings, lp, top))
             self.completed += 1
             self._release(s)
         else:
-            self._emit(s, GenerationChunk(out, tok, None, s.timings))
+            self._emit(s, GenerationChunk(out, tok, None, s.timings, lp, top))
 
     def _emit(self, s: _Slot, chunk: GenerationChunk) -> None:
         assert s.handle is not None
@@ -324,7 +356,8 @@ class Engine:
         except Exception:  # a broken consumer cancels its own request only
             s.handle.cancel()
 
-    def _finish(self, s: _Slot, reason: FinishReason, error: str) -> None:
+    def _finish(self, s: _Slot, error: str) -> None:
+        """End the slot's request with an error chunk; the cache is dropped (it may be half-written)."""
         if s.handle is not None:
             self._emit(s, GenerationChunk("", None, f"error: {error}", s.timings))
         self._release(s)

@@ -17,7 +17,7 @@ from edgelm.models.transformer import Transformer
 from edgelm.runtime.kv_cache import SequenceCache
 from edgelm.runtime.sampling import Sampler
 from edgelm.runtime.stop import FinishReason, StopChecker
-from edgelm.tokenizer import Tokenizer
+from edgelm.tokenizer import StreamingDetokenizer, Tokenizer
 
 __all__ = ["GenerationChunk", "GenerationResult", "Timings", "generate_tokens", "stream_chunks"]
 
@@ -57,6 +57,10 @@ class GenerationChunk:
     token_id: int | None
     finish_reason: str | None
     timings: Timings
+    # Only when the request asked for them: the sampled token's log-probability under the model's raw
+    # logits (before any processor), and the most likely tokens as (id, logprob), best first.
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,22 @@ def generate_tokens(
         logits = model.forward(token, position, [cache])[0]
 
 
+def accept_token(checker: StopChecker, detok: StreamingDetokenizer, token: int, last: bool) -> str:
+    """The text to show for one sampled token.
+
+    On the last token of the budget the detokenizer's held-back bytes join the token's own text before
+    the stop-string check, so a stop string that ends there is still caught and never shown.
+    """
+    eog = checker.is_eog(token)
+    text = "" if eog else detok.add(token)
+    if last and not eog:
+        text += detok.flush()
+    out = checker.accept(token, text)
+    if last and not checker.done:
+        out += checker.finish(FinishReason.LENGTH)
+    return out
+
+
 def stream_chunks(
     model: Transformer,
     tokenizer: Tokenizer,
@@ -126,15 +146,10 @@ def stream_chunks(
             t_first = now
             timings = replace(timings, prompt_ms=1000 * (now - t0), ttft_ms=1000 * (now - t0))
         timings = replace(timings, decode_tokens=count, decode_ms=1000 * (now - t_first))
-        text = "" if stop.is_eog(tok) else detok.add(tok)
-        out = stop.accept(tok, text)
-        if stop.done:
-            if stop.finish_reason == FinishReason.LENGTH and not stop.filter.stopped:
-                out += stop.filter.feed(detok.flush()) + stop.filter.flush()
-            yield GenerationChunk(out, tok, str(stop.finish_reason.value), timings)
+        out = accept_token(stop, detok, tok, last=count >= max_new)
+        if stop.finish_reason is not None:
+            yield GenerationChunk(out, tok, stop.finish_reason.value, timings)
             return
         yield GenerationChunk(out, tok, None, timings)
-    # The context filled up before max_tokens or a stop.
-    tail = stop.filter.feed(detok.flush())
-    tail += stop.finish(FinishReason.LENGTH)
-    yield GenerationChunk(tail, None, FinishReason.LENGTH.value, timings)
+    # Nothing was generated (no room left, or max_tokens=0).
+    yield GenerationChunk(stop.finish(FinishReason.LENGTH), None, FinishReason.LENGTH.value, timings)
