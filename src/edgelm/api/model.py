@@ -16,7 +16,7 @@ from edgelm.models.model_file import ModelFile
 from edgelm.models.registry import build_model
 from edgelm.models.transformer import Transformer
 from edgelm.runtime.generate import GenerationChunk, GenerationResult, Timings, stream_chunks
-from edgelm.runtime.sampling import InvalidParamError, SamplingParams, make_sampler
+from edgelm.runtime.sampling import InvalidParamError, LogitsProcessor, SamplingParams, make_sampler
 from edgelm.runtime.stop import StopChecker
 from edgelm.tokenizer import Tokenizer
 
@@ -119,8 +119,11 @@ class Model:
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         truncate: bool = False,
+        processors: Sequence[LogitsProcessor] = (),
     ) -> Iterator[GenerationChunk]:
-        """Yield text as it is generated; the last chunk has `finish_reason` ("stop" or "length")."""
+        """Yield text as it is generated; the last chunk has `finish_reason` ("stop" or "length").
+
+        `processors` (e.g. a grammar's) run after the bias and penalties, before truncation."""
         params = SamplingParams(
             temperature=temperature,
             top_k=top_k,
@@ -135,7 +138,7 @@ class Model:
         )
         checker = StopChecker(eog_ids=self.tokenizer.eog_ids, stop=stop, max_tokens=max_tokens)
         ids = self._fit(self.encode_prompt(prompt), max_tokens, truncate)
-        sampler = make_sampler(params, self.config.vocab_size)
+        sampler = make_sampler(params, self.config.vocab_size, processors)
         max_new = min(max_tokens, self.n_ctx - len(ids))
         return self._locked_stream(ids, sampler, checker, max_new)
 

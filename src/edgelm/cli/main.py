@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -122,6 +123,32 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        from edgelm.server import create_app, serve
+    except ImportError as e:
+        print(
+            f"edgelm: error: serve needs the server extra (pip install 'edgelm[server]'): {e}",
+            file=sys.stderr,
+        )
+        return 1
+    if not Path(args.model).is_file():
+        raise ValueError(f"{args.model}: no such file")
+    app = create_app(
+        args.model,
+        api_key=args.api_key or None,
+        n_slots=args.slots,
+        n_ctx=args.ctx,
+        max_queue=args.max_queue,
+        model_name=args.model_name,
+        n_threads=args.threads,
+    )
+    serve(app, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgelm.convert.presets import PRESETS
 
@@ -169,6 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--cache-dir", default=None, help="where model files are written (reused)")
     speed.add_argument("-o", "--output", default="benchmarks/results/speed.json", help="JSON results")
     speed.set_defaults(func=cmd_bench_speed)
+
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/chat/completions, ...)")
+    srv.add_argument("model", help="path to a .gguf file")
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument(
+        "--api-key",
+        default=os.environ.get("EDGELM_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $EDGELM_API_KEY)",
+    )
+    srv.add_argument("--slots", type=int, default=1, help="sequences decoded together (default 1)")
+    srv.add_argument("--ctx", type=int, default=None, help="context per slot (default: min(model's, 4096))")
+    srv.add_argument("--max-queue", type=int, default=64, help="requests that may wait; beyond: 429")
+    srv.add_argument("--model-name", default=None, help="the id clients send as `model` (default: file stem)")
+    srv.add_argument("--threads", type=int, default=None)
+    srv.set_defaults(func=cmd_serve)
 
     quant = sub.add_parser("quantize", help="quantize a model file to a smaller type")
     quant.add_argument("input")

@@ -1,0 +1,267 @@
+"""The server through the real `openai` client, against uvicorn on 127.0.0.1: what moving an app from the
+cloud to the device looks like (a change of base URL). Also a short run of the load test."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+import edgelm
+from edgelm.server import BackgroundServer, create_app
+
+KEY = "test-key"
+HI: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"enum": ["utc", "local"]}},
+            "required": ["zone"],
+        },
+    },
+}
+needs_grammar = pytest.mark.skipif(
+    importlib.util.find_spec("edgelm.runtime.grammar") is None, reason="edgelm.runtime.grammar not there"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model) -> Iterator[BackgroundServer]:
+    model = edgelm.load(tiny_model("tiny-qwen2", "q8_0"), n_ctx=1024)
+    app = create_app(model, api_key=KEY, n_slots=2, model_name="tiny")
+    with BackgroundServer(app) as s:
+        assert app.state.edgelm.wait_loaded(30)
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def test_models(client) -> None:
+    assert [m.id for m in client.models.list()] == ["tiny"]
+
+
+def test_chat(client) -> None:
+    r = client.chat.completions.create(model="tiny", messages=HI, max_tokens=6, temperature=0)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert isinstance(r.choices[0].message.content, str)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage is not None and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    extra = r.model_extra or {}
+    assert extra["timings"]["prompt_tokens"] == r.usage.prompt_tokens
+
+
+def test_chat_stream(client) -> None:
+    full = client.chat.completions.create(model="tiny", messages=HI, max_tokens=8, temperature=0)
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=HI,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [full.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_completions(client) -> None:
+    r = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=5, temperature=0)
+    assert r.object == "text_completion" and isinstance(r.choices[0].text, str)
+    chunks = list(
+        client.completions.create(
+            model="tiny", prompt="Once upon a time", max_tokens=5, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+
+
+def test_logprobs(client) -> None:
+    r = client.chat.completions.create(
+        model="tiny", messages=HI, max_tokens=4, temperature=0, logprobs=True, top_logprobs=2
+    )
+    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+
+
+@needs_grammar
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_time"}}], ids=["required", "named"]
+)
+def test_forced_tool_call(client, stream: bool, choice: Any) -> None:
+    kw: dict[str, Any] = {"model": "tiny", "messages": HI, "tools": [WEATHER, TIME], "tool_choice": choice}
+    kw |= {"max_tokens": 60, "temperature": 1.0, "seed": 3}
+    if stream:
+        calls: dict[int, dict[str, str]] = {}
+        finish = None
+        for chunk in client.chat.completions.create(stream=True, **kw):
+            if not chunk.choices:
+                continue
+            for d in chunk.choices[0].delta.tool_calls or ():
+                call = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] += d.id or ""
+                call["name"] += (d.function.name or "") if d.function else ""
+                call["arguments"] += (d.function.arguments or "") if d.function else ""
+            finish = chunk.choices[0].finish_reason or finish
+        assert finish == "tool_calls" and len(calls) == 1
+        name, arguments, call_id = calls[0]["name"], calls[0]["arguments"], calls[0]["id"]
+    else:
+        r = client.chat.completions.create(**kw)
+        assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+        (call,) = r.choices[0].message.tool_calls  # type: ignore[misc]
+        assert call.type == "function"
+        name, arguments, call_id = call.function.name, call.function.arguments, call.id  # type: ignore[union-attr]
+    assert call_id.startswith("call_")
+    tool = {"get_weather": WEATHER, "get_time": TIME}[name]
+    if choice != "required":
+        assert name == "get_time"
+    jsonschema.validate(json.loads(arguments), tool["function"]["parameters"])  # type: ignore[index]
+
+
+def test_tool_result_turn_and_auto(client) -> None:
+    """A conversation with a call and its result goes through the template; "auto" lets the model choose
+    (random weights: text)."""
+    messages = [
+        *HI,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"},
+    ]
+    r = client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER], max_tokens=6)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=messages, tools=[WEATHER], max_tokens=6, stream=True
+        )
+    )
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+@needs_grammar
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_schema(client, stream: bool) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "confidence": {"type": "integer"}},
+        "required": ["answer", "confidence"],
+        "additionalProperties": False,
+    }
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+    kw: dict[str, Any] = {
+        "model": "tiny",
+        "messages": HI,
+        "response_format": fmt,
+        "max_tokens": 48,
+        "seed": 1,
+    }
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kw))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = next(c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason)
+    else:
+        r = client.chat.completions.create(**kw)
+        text, finish = r.choices[0].message.content or "", r.choices[0].finish_reason
+    assert finish == "stop"
+    jsonschema.validate(json.loads(text), schema)
+
+
+@needs_grammar
+def test_json_object(client) -> None:
+    r = client.chat.completions.create(
+        model="tiny", messages=HI, response_format={"type": "json_object"}, max_tokens=40, seed=2
+    )
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
+
+
+def test_errors_are_openai_exceptions(client, server) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-4o", messages=HI)
+    assert e.value.code == "model_not_found" and e.value.param == "model"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="tiny", messages=HI, max_tokens=-3)
+    assert bad.value.param == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="tiny", messages=[])
+    assert bad.value.param == "messages"
+    wrong = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+
+
+@needs_grammar
+def test_invalid_schema_is_a_bad_request(client) -> None:
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="tiny", messages=HI, response_format=fmt)
+    assert bad.value.param == "response_format.json_schema.schema"
+
+
+# -- the load test, short ------------------------------------------------------------------------------
+
+
+def _load_test_module() -> Any:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("edgelm_load_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_short(tiny_model) -> None:
+    """10 streaming clients for 5 s, a quarter hanging up: every stream well formed, the server healthy
+    and idle afterwards, memory back near the baseline."""
+    load_test = _load_test_module()
+    args: argparse.Namespace = load_test.parse_args(
+        ["--duration", "5", "--clients", "10", "--slots", "2", "--max-queue", "4", "--max-tokens", "24"]
+    )
+    res = load_test.run_load_test(tiny_model("tiny-qwen2", "q8_0"), args)
+    report = res.report()
+    print("\n" + json.dumps(report, indent=2))
+    assert not res.malformed and not res.errors, report
+    assert res.completed > 0 and res.health_after and res.request_after and res.engine_idle_after, report
+    assert res.rss_ok, report
