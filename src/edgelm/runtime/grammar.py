@@ -75,13 +75,11 @@ _MAX_PLAN_BYTES: Final = 2048
 # The order in which the shortest-completion search tries bytes: closing brackets, a separator, the
 # shortest value (a digit), a quote, then longer values and the rest; a backslash (an escape) last.
 _FIRST_BYTES: Final = b'}],0123456789":[{-.' + bytes(range(ord("a"), ord("z") + 1))
-_BYTE_ORDER: Final = np.array(
-    [*_FIRST_BYTES, *(b for b in range(0x21, 0x7F) if b not in _FIRST_BYTES and b != 0x5C)]
-    + [0x20, 0x0A, 0x09, 0x0D]
-    + [b for b in range(0x80) if b < 0x20 and b not in (0x0A, 0x09, 0x0D)]
-    + [0x7F, *range(0x80, 0xFF), 0x5C],
+_BYTE_ORDER: Final = np.array(  # every byte but 0xFF (llguidance's special-token marker, never in UTF-8)
+    [b for b in dict.fromkeys((*_FIRST_BYTES, *range(0x21, 0x7F), *b" \n\t\r", *range(0xFF))) if b != 0x5C]
+    + [0x5C],
     dtype=np.intp,
-)  # every byte but 0xFF (llguidance's special-token marker, never in UTF-8)
+)
 _QUOTE, _BACKSLASH = 0x22, 0x5C
 _STRUCTURAL: Final = frozenset(b'}]",:[{')  # JSON outside strings: always a step towards the end
 
@@ -157,8 +155,14 @@ class _Vocab:
         special |= eog
         eos = tokenizer.eos_id if tokenizer.eos_id is not None else min(eog, default=None)
         self._tokenizer = weakref.ref(tokenizer)
-        self._byte_tokens: dict[int, int] | None = None
-        self._opening_ban: list[np.ndarray | None] = [None, None]  # outside / inside a string
+        self.special = frozenset(special)
+        self.byte_tokens: dict[int, int] = {}  # byte -> a token that is just that byte
+        for i, p in enumerate(self.pieces):
+            if len(p) == 1 and i not in self.special:
+                self.byte_tokens.setdefault(p[0], i)
+        # -inf for tokens that can open new JSON structure, 0 elsewhere, float32 (V,): outside strings,
+        # those with `{`, `[` or `,`; inside one, those with a quote followed by one of them.
+        self.opening_ban = [_ban(self.pieces, rb"[{\[,]"), _ban(self.pieces, rb'"[^{\[,]*[{\[,]')]
         self._greedy: Callable[[str], list[int]] | None = None
         wrapper = _TokenizerWrapper(self, sorted(special), eos, tokenizer.bos_id)
         self.ll = llguidance.LLTokenizer(wrapper)
@@ -168,48 +172,23 @@ class _Vocab:
         self.eog = np.array(sorted(t for t in eog if t < n), dtype=np.int64)
         self.eog_set = frozenset(self.eog.tolist())
         self.n_words = (self.ll.vocab_size + 31) // 32
-        self.special = frozenset(special)
-
-    def opening_ban(self, inside: bool) -> np.ndarray:
-        """-inf for tokens that can open new JSON structure, 0 elsewhere: float32 (V,). Outside strings,
-        those with `{`, `[` or `,`; inside, those with a quote followed by one of them."""
-        i = int(inside)
-        ban = self._opening_ban[i]
-        if ban is None:
-            ban = np.zeros(len(self.pieces), dtype=np.float32)
-            openers = re.compile(rb'"[^{\[,]*[{\[,]' if inside else rb"[{\[,]")
-            for t, p in enumerate(self.pieces):
-                if openers.search(p):
-                    ban[t] = _NEG_INF
-            self._opening_ban[i] = ban
-        return ban
-
-    def byte_tokens(self) -> dict[int, int]:
-        """Byte value -> a token that is exactly that byte (byte-level BPE and SPM byte tokens)."""
-        if self._byte_tokens is None:
-            table: dict[int, int] = {}
-            for i, p in enumerate(self.pieces):
-                if len(p) == 1 and i not in self.special:
-                    table.setdefault(p[0], i)
-            self._byte_tokens = table
-        return self._byte_tokens
 
     def encode(self, data: bytes) -> list[int] | None:
         """Token ids whose bytes are exactly `data`, None if the vocab cannot spell it.
 
         Leading bytes that continue a UTF-8 character (the text so far may end inside one) are byte
-        tokens; the rest is the tokenizer's encoding if its bytes match (an SPM vocab adds a leading
-        space), else llguidance's greedy longest match, else one token per byte.
+        tokens; the rest is llguidance's greedy longest match (fast), else the tokenizer's encoding if
+        its bytes match (an SPM vocab adds a leading space), else one token per byte.
         """
-        table = self.byte_tokens()
+        table = self.byte_tokens
         for head in range(min(len(data), 4)):
             try:
                 text = data[head:].decode("utf-8")
             except UnicodeDecodeError:
                 continue
             tokenizer = self._tokenizer()
-            tried = [tokenizer.encode(text, add_special=False)] if tokenizer is not None else []
-            tried += [self._greedy(text)] if self._greedy is not None else []
+            tried = [self._greedy(text)] if self._greedy is not None else []  # fast, and as short
+            tried += [tokenizer.encode(text, add_special=False)] if tokenizer is not None else []
             for ids in tried:
                 if ids and all(b in table for b in data[:head]) and self.spell(ids) == data[head:]:
                     return [*(table[b] for b in data[:head]), *ids]
@@ -221,6 +200,12 @@ class _Vocab:
         """The bytes of `ids`; None if one is out of range."""
         n = len(self.pieces)
         return None if any(i >= n for i in ids) else b"".join(self.pieces[i] for i in ids)
+
+
+def _ban(pieces: list[bytes], pattern: bytes) -> np.ndarray:
+    """float32 (V,): -inf for the tokens whose bytes contain `pattern`, 0 for the others."""
+    found = re.compile(pattern).search
+    return np.array([_NEG_INF if found(p) else 0.0 for p in pieces], dtype=np.float32)
 
 
 _VOCABS: weakref.WeakKeyDictionary[Tokenizer, _Vocab] = weakref.WeakKeyDictionary()
@@ -413,9 +398,14 @@ class GrammarProcessor:
             if hint and self.grammar.is_json and left <= len(hint) + 1 + _MARGIN + self._zone:
                 self._wind_down(logits, hint[0])
             return logits
-        except Exception as e:  # never raise from the decode loop: fail closed
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # never raise from the decode loop (a Rust panic is a BaseException)
             self.error = f"grammar processor failed: {e!r}"
-            return self._only(logits, self._vocab.eog)
+            try:
+                return self._only(logits, self._vocab.eog)
+            except Exception:
+                return logits
 
     def _sync(self, history: np.ndarray, n: int) -> None:
         """Feed the tokens appended since the last call (roll back if the history got shorter)."""
@@ -518,7 +508,7 @@ class GrammarProcessor:
     def _wind_down(self, logits: np.ndarray, keep: int) -> None:
         """Near the end of the budget, ban tokens that could open an object, an array or a next item
         (outside a string: any with `{`, `[` or `,`; inside: those that close it first), but `keep`."""
-        ban = self._vocab.opening_ban(inside=self._scan is not JsonScan.OUTSIDE)
+        ban = self._vocab.opening_ban[self._scan is not JsonScan.OUTSIDE]
         kept = logits[keep]
         n = min(logits.shape[0], ban.shape[0])
         np.add(logits[:n], ban[:n], out=logits[:n])
