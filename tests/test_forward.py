@@ -86,28 +86,42 @@ def test_greedy_generation_matches_llama_cpp(tiny_model, preset: str, quant: str
     assert ours == theirs
 
 
+def _assert_close(ours: np.ndarray, ref: np.ndarray, quant: str) -> None:
+    """Equal up to summation order: tight for float weights; for quantized ones a last-bit difference
+    may flip one activation rounding (see MAX_DIFF_QUANTIZED), so the bound is the llama.cpp one."""
+    spread = float(ref.std())
+    diff = np.abs(ours - ref)
+    if quant in MAX_DIFF:
+        assert diff.max() <= 1e-3 * spread
+    else:
+        assert diff.max() <= MAX_DIFF_QUANTIZED * spread
+        assert diff.mean() <= MEAN_DIFF_QUANTIZED * spread
+
+
+@pytest.mark.parametrize("quant", ["f32", "q8_0"])
 @pytest.mark.parametrize("preset", ARCHS)
-def test_prefill_then_decode_equals_one_prefill(tiny_model, preset: str) -> None:
-    m = _model(tiny_model(preset, "q8_0"))
+def test_prefill_then_decode_equals_one_prefill(tiny_model, preset: str, quant: str) -> None:
+    m = _model(tiny_model(preset, quant))
     tokens = _prompt(m.config.vocab_size, 40, seed=2)
     full = m.forward(np.array(tokens), np.arange(40), [m.new_cache(64)])
     cache = m.new_cache(64)
     parts = [m.forward(np.array(tokens[:24]), np.arange(24), [cache])]
     parts.append(m.forward(np.array(tokens[24:30]), np.arange(24, 30), [cache]))
     parts += [m.forward(np.array([t]), np.array([30 + i]), [cache]) for i, t in enumerate(tokens[30:])]
-    np.testing.assert_allclose(np.concatenate(parts), full, atol=1e-4, rtol=0)
+    _assert_close(np.concatenate(parts), full, quant)
 
 
+@pytest.mark.parametrize("quant", ["f32", "q4_0"])
 @pytest.mark.parametrize("preset", ARCHS)
-def test_sequences_batched_together_equal_each_alone(tiny_model, preset: str) -> None:
-    m = _model(tiny_model(preset, "q4_0"))
+def test_sequences_batched_together_equal_each_alone(tiny_model, preset: str, quant: str) -> None:
+    m = _model(tiny_model(preset, quant))
     a, b = _prompt(m.config.vocab_size, 20, seed=3), _prompt(m.config.vocab_size, 9, seed=4)
     alone_a = m.forward(np.array(a), np.arange(20), [m.new_cache(64)])
     alone_b = m.forward(np.array(b), np.arange(9), [m.new_cache(64)])
     both = m.forward(
         np.array(a + b), np.r_[np.arange(20), np.arange(9)], [m.new_cache(64), m.new_cache(64)], [20, 9]
     )
-    np.testing.assert_allclose(both, np.concatenate([alone_a, alone_b]), atol=1e-4, rtol=0)
+    _assert_close(both, np.concatenate([alone_a, alone_b]), quant)
 
 
 def test_sliding_window_cache_keeps_only_the_window(tiny_model) -> None:

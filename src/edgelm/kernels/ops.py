@@ -77,8 +77,18 @@ REFERENCE: Ops = _ReferenceOps()
 BACKENDS: dict[str, Callable[[], Ops | None]] = {"numpy": lambda: REFERENCE}
 
 
+def _register_native() -> None:
+    """Add the native backends once (nothing is added when the extension was not built)."""
+    try:
+        from edgelm.kernels import native
+    except ImportError:
+        return
+    native.register()
+
+
 def select_ops(name: str | None = None) -> Ops:
     """The backend named `name` (or by $EDGELM_ISA), else the best one available."""
+    _register_native()
     name = name or os.environ.get(ISA_ENV) or None
     if name is not None:
         factory = BACKENDS.get(name)
