@@ -56,7 +56,7 @@ def measure_bandwidth(threads: int) -> float:
         from edgelm.kernels import native
 
         return float(native.measure_bandwidth(BANDWIDTH_BYTES, threads))
-    except (ImportError, AttributeError):
+    except (ImportError, RuntimeError):
         pass
     data = np.ones(BANDWIDTH_BYTES // 8, dtype=np.int64)
     parts = np.array_split(data, threads)

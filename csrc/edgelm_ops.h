@@ -1,0 +1,60 @@
+/* The C entry points of the kernels: what module.c binds for Python, and what a native model
+ * (a whole decode step in one call) would call directly.
+ *
+ * Every call takes a context (the kernel table chosen once, and the thread pool) and plain pointers
+ * with explicit sizes; nothing here knows Python.  Functions return 0, or an errno value. */
+#ifndef EDGELM_OPS_H
+#define EDGELM_OPS_H
+
+#include <stdint.h>
+
+#include "kernels.h"
+
+struct edgelm_ctx {
+    const struct kernel_table *kt;
+    struct pool *pool; /* NULL: single-threaded */
+};
+
+/* y (T, N) = x (T, K) @ w^T, activations rounded as reference.quantize_activations. */
+int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y);
+
+/* y (n, K) = rows ids[0..n) of w, dequantized exactly. */
+int edgelm_get_rows(const struct edgelm_ctx *ctx, const struct qmatrix *w, const int64_t *ids, int64_t n, float *y);
+
+/* RMSNorm of n_rows rows of width n, each multiplied by w (n). */
+int edgelm_rms_norm(const struct edgelm_ctx *ctx, const float *x, const float *w, float *y, int64_t n_rows,
+                    int64_t n, float eps);
+
+enum edgelm_unary { UNARY_SILU, UNARY_GELU_TANH };
+/* y = act(x), or act(x) * u when u is not NULL. */
+int edgelm_unary(const struct edgelm_ctx *ctx, enum edgelm_unary op, const float *x, const float *u, float *y,
+                 int64_t n);
+
+/* cos, sin (T, rope_dim/2) of theta = p * freq_scale * base^(-2i/rope_dim) / factors[i]. */
+void edgelm_rope_angles(const int64_t *positions, int64_t n_tok, int64_t rope_dim, float base, float freq_scale,
+                        const float *factors, float *cos_out, float *sin_out);
+
+/* Rotate the first 2*half dims of each head of x (T, H, D) into y (may be x). */
+void edgelm_rope(const float *x, const float *cos, const float *sin, float *y, int64_t n_tok, int64_t n_heads,
+                 int64_t head_dim, int64_t half, int neox);
+
+struct attention_args {
+    const float *q;      /* (T, H, D) */
+    const uint16_t *k;   /* (S, KVH, D) f16 */
+    const uint16_t *v;   /* (S, KVH, Dv) f16 */
+    const int64_t *q_pos; /* (T,) */
+    const int64_t *k_pos; /* (S,) */
+    float *out;          /* (T, H, Dv) */
+    int64_t n_tok, n_keys, n_heads, n_kv_heads, head_dim, head_dim_v;
+    float scale;
+    int64_t window; /* 0: whole context */
+};
+
+/* Causal (optionally sliding-window) attention over an f16 KV cache, as reference.attention. */
+int edgelm_attention(const struct edgelm_ctx *ctx, const struct attention_args *args);
+
+/* Read n bytes with every thread and return their sum: the memory bandwidth a streaming kernel can
+ * reach, for benchmarks to compare against. */
+uint64_t edgelm_stream_read(const struct edgelm_ctx *ctx, const uint8_t *data, int64_t n);
+
+#endif

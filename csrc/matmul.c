@@ -1,0 +1,135 @@
+/* The matrix-product driver: quantize the activations once, then split the rows over the threads
+ * (or hand the whole product to the ISA's tiled kernel when there are many tokens). */
+#include <errno.h>
+#include <string.h>
+
+#include "edgelm_ops.h"
+#include "fp16.h"
+
+/* Below this many multiply-adds a product runs on one thread: waking a worker costs about a
+ * microsecond, which a product this small does not repay. */
+#define PARALLEL_MIN_MACS (1 << 17)
+/* Rows are handed out in chunks of a multiple of this, so threads do not share cache lines of y. */
+#define ROW_SPLIT_ALIGN 16
+/* Quantizing fewer values than this is not worth a second thread. */
+#define PARALLEL_MIN_VALUES (1 << 15)
+#define SCRATCH_ACTIVATIONS 0 /* shared scratch slot of the quantized activations */
+
+static size_t align_up(size_t n) { return (n + 63) / 64 * 64; }
+
+struct quantize_task {
+    const struct kernel_table *kt;
+    const float *x;
+    struct act *a;
+};
+
+static void quantize_task(void *ctx, int ith, int nth) {
+    const struct quantize_task *qt = ctx;
+    const struct act *a = qt->a;
+    const int64_t k = a->k;
+    long long t0, t1;
+    split_range(a->n_tok, ith, nth, 1, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = qt->x + t * k;
+        switch (a->kind) {
+        case ACT_Q8_0:
+            qt->kt->quantize_q8_0(x, k, a->q + t * k, a->d + t * a->n_blocks, a->s + t * a->n_blocks);
+            break;
+        case ACT_Q8_K:
+            qt->kt->quantize_q8_K(x, k, a->q + t * k, a->d + t * a->n_blocks, a->bsums + t * (k / 16));
+            break;
+        case ACT_F16:
+            qt->kt->round_f16(x, (float *)a->xf + t * k, k);
+            break;
+        case ACT_BF16: {
+            float *y = (float *)a->xf + t * k;
+            for (int64_t i = 0; i < k; i++) y[i] = round_bf16(x[i]);
+            break;
+        }
+        case ACT_F32:
+            break;
+        }
+    }
+}
+
+/* Lay the activation buffers out in one scratch block; NULL when out of memory. */
+static int prepare_activations(struct exec *ex, struct act *a, int weight_type, const float *x, int64_t n_tok,
+                               int64_t k) {
+    memset(a, 0, sizeof *a);
+    a->kind = act_kind_for(weight_type);
+    a->n_tok = n_tok;
+    a->k = k;
+    const int slot = ex->n_threads + SCRATCH_ACTIVATIONS;
+    switch (a->kind) {
+    case ACT_F32:
+        a->xf = x;
+        return 0;
+    case ACT_F16:
+    case ACT_BF16: {
+        float *buf = exec_scratch(ex, slot, (size_t)(n_tok * k) * sizeof(float));
+        if (!buf) return ENOMEM;
+        a->xf = buf;
+        return 0;
+    }
+    case ACT_Q8_0:
+    case ACT_Q8_K: {
+        const int64_t bs = a->kind == ACT_Q8_0 ? QK : QK_K;
+        a->n_blocks = k / bs;
+        const size_t q_bytes = align_up((size_t)(n_tok * k));
+        const size_t d_bytes = align_up((size_t)(n_tok * a->n_blocks) * sizeof(float));
+        const size_t extra_bytes = a->kind == ACT_Q8_0 ? d_bytes : align_up((size_t)(n_tok * (k / 16)) * sizeof(int16_t));
+        uint8_t *buf = exec_scratch(ex, slot, q_bytes + d_bytes + extra_bytes);
+        if (!buf) return ENOMEM;
+        a->q = (int8_t *)buf;
+        a->d = (float *)(buf + q_bytes);
+        if (a->kind == ACT_Q8_0) a->s = (float *)(buf + q_bytes + d_bytes);
+        else a->bsums = (int16_t *)(buf + q_bytes + d_bytes);
+        return 0;
+    }
+    }
+    return EINVAL;
+}
+
+struct dot_task {
+    dot_rows_fn fn;
+    const struct matmul_args *m;
+    long long rows_per_chunk;
+};
+
+static void dot_chunk(void *ctx, long long chunk, int ith) {
+    const struct dot_task *dt = ctx;
+    (void)ith;
+    const long long r0 = chunk * dt->rows_per_chunk, n = dt->m->w->n_rows;
+    const long long r1 = r0 + dt->rows_per_chunk < n ? r0 + dt->rows_per_chunk : n;
+    dt->fn(dt->m, r0, r1, 0, dt->m->a->n_tok);
+}
+
+int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y) {
+    const struct kernel_table *kt = ctx->kt;
+    const int bs = ggml_block_size(w->type);
+    if (bs == 0 || w->k % bs != 0 || w->row_bytes != (size_t)(w->k / bs) * ggml_type_size(w->type)) return EINVAL;
+    if (n_tok <= 0 || w->n_rows <= 0) return 0;
+    struct exec ex;
+    exec_begin(&ex, ctx->pool);
+    struct act a;
+    int err = prepare_activations(&ex, &a, w->type, x, n_tok, w->k);
+    if (err) goto done;
+    struct quantize_task qt = {kt, x, &a};
+    exec_run(&ex, quantize_task, &qt, n_tok * w->k >= PARALLEL_MIN_VALUES ? ex.n_threads : 1);
+
+    const struct matmul_args m = {w, &a, y, w->n_rows};
+    const gemm_fn gemm = kt->gemm[w->type];
+    if (gemm && n_tok >= kt->gemm_min_tokens) {
+        err = gemm(&ex, &m);
+        if (err != EAGAIN) goto done; /* EAGAIN: this shape is better served by the rows kernel */
+        err = 0;
+    }
+    const double macs = (double)n_tok * (double)w->n_rows * (double)w->k;
+    const int nth = macs >= PARALLEL_MIN_MACS ? ex.n_threads : 1;
+    struct dot_task dt = {kt->dot_rows[w->type] ? kt->dot_rows[w->type] : dot_rows_generic, &m,
+                          chunk_size(w->n_rows, nth, ROW_SPLIT_ALIGN)};
+    exec_run_chunks(&ex, dot_chunk, &dt, (w->n_rows + dt.rows_per_chunk - 1) / dt.rows_per_chunk, nth);
+done:
+    exec_end(&ex);
+    return err;
+}

@@ -1,0 +1,195 @@
+"""Native kernels behind the `Ops` seam: the `edgelm._native` extension, one backend per ISA.
+
+`NativeOps(isa)` binds one instruction set's kernels and a persistent thread pool (one thread per
+physical core unless told otherwise); its methods take and return NumPy arrays with the shapes and
+semantics of `edgelm.kernels.reference`.  `register()` adds a factory per ISA to
+`edgelm.kernels.ops.BACKENDS` (importing this module does that and nothing else); each factory
+returns None where the CPU cannot run its ISA, and nothing is registered when the extension was not
+built, so the NumPy backend keeps working.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, MutableMapping
+
+import numpy as np
+
+from edgelm.kernels.ops import BACKENDS, Ops
+from edgelm.weights.qtensor import QTensor
+
+try:
+    from edgelm import _native
+except ImportError:  # built without a compiler: the NumPy kernels serve
+    _native = None
+
+__all__ = ["NativeOps", "available_isas", "measure_bandwidth", "register"]
+
+_F32 = np.float32
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=_F32)
+
+
+def _i64(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
+def available_isas() -> list[str]:
+    """ISAs this build and this CPU can run, slowest first (empty without the extension)."""
+    return [] if _native is None else list(_native.available_isas())
+
+
+class NativeOps:
+    """The kernels of one ISA: an `Ops` backend, plus fused extras (`silu_mul`, `embedding`, ...)."""
+
+    def __init__(self, isa: str, n_threads: int = 0) -> None:
+        if _native is None:
+            raise RuntimeError("edgelm's native kernels are not built")
+        self._k = _native.Kernels(isa, n_threads)
+        self.name: str = isa
+
+    @property
+    def n_threads(self) -> int:
+        return int(self._k.n_threads)
+
+    def __repr__(self) -> str:
+        return f"NativeOps({self.name!r}, n_threads={self.n_threads})"
+
+    # -- the Ops protocol ------------------------------------------------------------------------
+
+    def matmul(self, x: np.ndarray, w: QTensor) -> np.ndarray:
+        """x (..., K) @ w (N, K).T -> (..., N), activations rounded as the reference rounds them."""
+        x = _f32(x)
+        n_rows, k = w.data.shape[0], w.shape[-1]
+        if x.shape[-1] != k:
+            raise ValueError(f"matmul: x has rows of {x.shape[-1]}, {w.name!r} expects {k}")
+        out = np.empty((*x.shape[:-1], n_rows), _F32)
+        self._k.matmul(x, w.data, w.ggml_type, n_rows, k, out)
+        return out
+
+    def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+        x = _f32(x)
+        out = np.empty_like(x)
+        self._k.rms_norm(x, _f32(weight), out, float(eps))
+        return out
+
+    def rope_angles(
+        self,
+        positions: np.ndarray,
+        rope_dim: int,
+        base: float,
+        freq_scale: float = 1.0,
+        factors: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        positions = _i64(positions)
+        cos = np.empty((len(positions), rope_dim // 2), _F32)
+        sin = np.empty_like(cos)
+        f = None if factors is None else _f32(factors)
+        self._k.rope_angles(positions, int(rope_dim), float(base), float(freq_scale), f, cos, sin)
+        return cos, sin
+
+    def rope(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.ndarray:
+        """Rotate x (T, H, D) by cos/sin (T, rope_dim/2); dims past rope_dim are copied."""
+        x = _f32(x)
+        t, h, d = x.shape
+        out = np.empty_like(x)
+        self._k.rope(x, _f32(cos), _f32(sin), out, t, h, d, bool(neox))
+        return out
+
+    def attention(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        q_pos: np.ndarray,
+        k_pos: np.ndarray,
+        scale: float,
+        window: int = 0,
+    ) -> np.ndarray:
+        """Causal attention of q (T, H, D) over an f16 cache k (S, KVH, D), v (S, KVH, Dv)."""
+        q = _f32(q)
+        k = np.ascontiguousarray(k, dtype=np.float16)
+        v = np.ascontiguousarray(v, dtype=np.float16)
+        t, h, d = q.shape
+        kvh, dv = k.shape[1], v.shape[2]
+        out = np.empty((t, h, dv), _F32)
+        self._k.attention(q, k, v, _i64(q_pos), _i64(k_pos), out, h, kvh, d, dv, float(scale), int(window))
+        return out
+
+    def silu(self, x: np.ndarray) -> np.ndarray:
+        x = _f32(x)
+        out = np.empty_like(x)
+        self._k.silu(x, out)
+        return out
+
+    def gelu_tanh(self, x: np.ndarray) -> np.ndarray:
+        x = _f32(x)
+        out = np.empty_like(x)
+        self._k.gelu_tanh(x, out)
+        return out
+
+    # -- fused extras (not in the Ops protocol) --------------------------------------------------
+
+    def silu_mul(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """silu(g) * u in one pass (the gated FFN of llama-style models)."""
+        g = _f32(g)
+        out = np.empty_like(g)
+        self._k.silu_mul(g, _f32(u), out)
+        return out
+
+    def gelu_tanh_mul(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """gelu_tanh(g) * u in one pass (Gemma's gated FFN)."""
+        g = _f32(g)
+        out = np.empty_like(g)
+        self._k.gelu_tanh_mul(g, _f32(u), out)
+        return out
+
+    def embedding(self, w: QTensor, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` of w dequantized: float32 (len(ids), K), the same values as `w.rows(ids)`."""
+        ids = _i64(ids).reshape(-1)
+        n_rows, k = w.data.shape[0], w.shape[-1]
+        out = np.empty((len(ids), k), _F32)
+        self._k.get_rows(w.data, w.ggml_type, n_rows, k, ids, out)
+        return out
+
+
+def _factory(isa: str) -> Callable[[], Ops | None]:
+    # One backend (and one thread pool) per ISA per process, however many models are loaded.
+    instance: list[Ops] = []
+
+    def make() -> Ops | None:
+        if isa not in available_isas():
+            return None
+        if not instance:
+            instance.append(NativeOps(isa))
+        return instance[0]
+
+    return make
+
+
+def measure_bandwidth(n_bytes: int, n_threads: int) -> float:
+    """Bytes/s that `n_threads` threads read from a buffer of `n_bytes` (far larger than the caches)."""
+    if _native is None:
+        raise RuntimeError("edgelm's native kernels are not built")
+    kernels = _native.Kernels(None, n_threads)
+    buf = np.ones(n_bytes, np.uint8)
+    kernels.stream_read(buf)  # first touch: page faults out of the timing
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        kernels.stream_read(buf)
+        best = min(best, time.perf_counter() - t0)
+    return n_bytes / best
+
+
+def register(backends: MutableMapping[str, Callable[[], Ops | None]] = BACKENDS) -> None:
+    """Add a factory per ISA the build knows (slowest first, so the fastest available wins)."""
+    if _native is None:
+        return
+    for isa in _native.all_isas():
+        backends.setdefault(isa, _factory(isa))
+
+
+register()
