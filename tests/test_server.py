@@ -449,8 +449,23 @@ def test_stream_disconnect_cancels_generation(model, live) -> None:
     assert "edgelm_cancelled_requests_total 1.0" in text
 
 
-def test_non_streaming_disconnect_cancels_generation(model, live) -> None:
+class _SlowModel:
+    """The engine's model, a few ms slower per step: long generations outlast a client's timeout."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def forward(self, *args, **kwargs):
+        time.sleep(0.005)
+        return self._model.forward(*args, **kwargs)
+
+
+def test_non_streaming_disconnect_cancels_generation(model, live, monkeypatch) -> None:
     engine = _live_engine(live)
+    monkeypatch.setattr(engine, "model", _SlowModel(engine.model))
     completed = engine.stats().completed
     body = {"messages": HI, "max_tokens": 5000, "logit_bias": NO_EOS}
     with pytest.raises(httpx.ReadTimeout):
