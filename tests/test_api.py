@@ -42,6 +42,7 @@ def test_result_fields_and_timings(model) -> None:
     t = r.timings
     assert t.prompt_tokens == len(r.prompt_token_ids) and t.decode_tokens == 5
     assert t.ttft_ms > 0 and t.prompt_ms > 0 and t.decode_tokens_per_s > 0
+    assert t.backend == model.transformer.ops.name
     assert r.text == model.tokenizer.decode(r.token_ids)
 
 

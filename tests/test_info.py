@@ -23,6 +23,15 @@ def test_info_of_a_synthetic_model(tmp_path, capsys) -> None:
     assert "tokenizer:     gpt2 (pre: default), 512 tokens" in out
     assert "context:       2048" in out
     assert "runnable" not in out
+    assert "kernels:" in out
+
+
+def test_info_says_which_kernels_run(tmp_path, capsys, monkeypatch) -> None:
+    path = tmp_path / "m.gguf"
+    synthesize("tiny-llama", "q8_0", path)
+    monkeypatch.setenv("EDGELM_ISA", "numpy")
+    assert main(["info", str(path)]) == 0
+    assert "kernels:       numpy, forced by EDGELM_ISA" in capsys.readouterr().out
 
 
 def test_info_reports_why_a_file_cannot_run(tmp_path, capsys) -> None:

@@ -156,7 +156,7 @@ class Model:
                     sampler,
                     checker,
                     max_new,
-                    Timings(load_ms=self.load_ms),
+                    Timings(load_ms=self.load_ms, backend=self.transformer.ops.name),
                 )
             finally:
                 # An interrupted generation leaves a half-filled cache; the next call starts clean.

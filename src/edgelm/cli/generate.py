@@ -44,7 +44,7 @@ def format_timings(t: Timings) -> str:
     return (
         f"load {t.load_ms:.0f} ms | prompt {t.prompt_tokens} tokens in {t.prompt_ms:.0f} ms "
         f"({t.prompt_tokens_per_s:.1f} tok/s) | first token {t.ttft_ms:.0f} ms | "
-        f"{t.decode_tokens} tokens at {t.decode_tokens_per_s:.1f} tok/s"
+        f"{t.decode_tokens} tokens at {t.decode_tokens_per_s:.1f} tok/s | kernels {t.backend}"
     )
 
 

@@ -34,6 +34,18 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
+def kernel_description() -> str:
+    """Which kernels this machine runs, and why (the fast path, or the portable fallback)."""
+    from edgelm.kernels.ops import ISA_ENV, select_ops
+
+    ops = select_ops()
+    forced = f", forced by {ISA_ENV}" if os.environ.get(ISA_ENV) else ""
+    if ops.name == "numpy":
+        why = forced or ": the native kernels are not built, portable NumPy fallback"
+        return f"numpy{why}"
+    return f"{ops.name} (native, {getattr(ops, 'n_threads', '?')} threads{forced})"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from edgelm.models.summary import summarize
 
@@ -64,6 +76,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     if s.problem is not None:
         print(f"runnable:      no: {s.problem}")
+    print(f"kernels:       {kernel_description()}")
     return 0
 
 

@@ -319,7 +319,12 @@ class Engine:
         s.max_new = min(req.max_tokens, self.n_ctx - len(req.prompt))
         s.n_generated = 0
         s.t_start = handle.submitted
-        s.timings = Timings(load_ms=self.load_ms, prompt_tokens=len(req.prompt), cached_prompt_tokens=keep)
+        s.timings = Timings(
+            load_ms=self.load_ms,
+            prompt_tokens=len(req.prompt),
+            cached_prompt_tokens=keep,
+            backend=self.model.ops.name,
+        )
 
     def _sample(self, s: _Slot, logits: np.ndarray) -> None:
         assert (

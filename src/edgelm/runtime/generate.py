@@ -36,6 +36,7 @@ class Timings:
     ttft_ms: float = 0.0  # request start → first generated token
     decode_tokens: int = 0
     decode_ms: float = 0.0  # first → last generated token
+    backend: str = ""  # the kernels that ran: "avx512", "avx2", "neon", "scalar" or "numpy"
 
     @property
     def prompt_tokens_per_s(self) -> float:

@@ -45,6 +45,7 @@ def timings_json(t: Timings) -> dict[str, Any]:
         "decode_ms": round(t.decode_ms, 3),
         "decode_tokens_per_s": round(t.decode_tokens_per_s, 3),
         "load_ms": round(t.load_ms, 3),
+        "backend": t.backend,
     }
 
 
