@@ -45,6 +45,12 @@ def run_edgelm(
     return _summary(load_s, prefill, decode, ttft, first, getattr(m.transformer.ops, "name", "?"))
 
 
+def _llama_cpp_next(llm) -> int:
+    """Greedy next token from llama.cpp's logits of the last evaluated token (read in place)."""
+    ptr = llm._ctx.get_logits_ith(-1)
+    return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))))
+
+
 def run_llama_cpp(
     model: str, threads: int, n_prompt: int, n_gen: int, reps: int, n_ctx: int
 ) -> dict[str, float]:
@@ -59,11 +65,11 @@ def run_llama_cpp(
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = _llama_cpp_next(llm)
         t1 = time.perf_counter()
         for _ in range(n_gen - 1):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = _llama_cpp_next(llm)
         t2 = time.perf_counter()
         prefill.append(n_prompt / (t1 - t0))
         decode.append((n_gen - 1) / (t2 - t1))
@@ -85,7 +91,7 @@ def _first_token_s(open_model, vocab_size: int, engine: str) -> float:
         m.generate(prompt, max_tokens=1, temperature=0.0)
     else:
         m.eval(prompt)
-        int(np.argmax(m.scores[m.n_tokens - 1]))
+        _llama_cpp_next(m)
     return time.perf_counter() - t0
 
 
