@@ -206,7 +206,9 @@ def test_register_adds_each_isa() -> None:
     backends: dict = {}
     register(backends)
     for isa in ISAS:
-        assert isinstance(backends[isa](), NativeOps)
+        one = backends[isa](1)
+        assert isinstance(one, NativeOps) and one.n_threads == 1
+        assert backends[isa](1) is one  # one thread pool per ISA and thread count
     assert set(ISAS) <= set(ops_module.BACKENDS)
 
 

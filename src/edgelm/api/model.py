@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgelm.errors import EdgelmError
+from edgelm.kernels.ops import select_ops
 from edgelm.models.config import ModelConfig
 from edgelm.models.model_file import ModelFile
 from edgelm.models.registry import build_model
@@ -37,21 +38,17 @@ def load(path: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: i
 
     `n_ctx` defaults to min(the model's context, 4096); the KV cache is sized from it.
     """
+    for field, value in (("n_ctx", n_ctx), ("n_threads", n_threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidParamError(field, value, "must be a positive integer")
     t0 = time.perf_counter()
     mf = ModelFile.open(path)
-    transformer = build_model(mf)
+    ops = select_ops(n_threads=n_threads)
+    transformer = build_model(mf, ops)
     tokenizer = Tokenizer.from_metadata(mf.gguf.metadata, mf.path)
-    if n_ctx is None:
-        n_ctx = min(mf.config.context_length, DEFAULT_N_CTX)
-    elif isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
-        raise InvalidParamError("n_ctx", n_ctx, "must be a positive integer")
-    if n_threads is not None and (
-        isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1
-    ):
-        raise InvalidParamError("n_threads", n_threads, "must be a positive integer")
-    return Model(
-        transformer, tokenizer, n_ctx, n_threads or os.cpu_count() or 1, 1000 * (time.perf_counter() - t0)
-    )
+    n_ctx = n_ctx or min(mf.config.context_length, DEFAULT_N_CTX)
+    threads = getattr(ops, "n_threads", None) or n_threads or os.cpu_count() or 1
+    return Model(transformer, tokenizer, n_ctx, threads, 1000 * (time.perf_counter() - t0))
 
 
 class Model:

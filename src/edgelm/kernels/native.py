@@ -155,16 +155,16 @@ class NativeOps:
         return out
 
 
-def _factory(isa: str) -> Callable[[], Ops | None]:
-    # One backend (and one thread pool) per ISA per process, however many models are loaded.
-    instance: list[Ops] = []
+def _factory(isa: str) -> Callable[[int], Ops | None]:
+    # One backend (one thread pool) per ISA and thread count per process, however many models load.
+    instances: dict[int, Ops] = {}
 
-    def make() -> Ops | None:
+    def make(n_threads: int) -> Ops | None:
         if isa not in available_isas():
             return None
-        if not instance:
-            instance.append(NativeOps(isa))
-        return instance[0]
+        if n_threads not in instances:
+            instances[n_threads] = NativeOps(isa, n_threads)
+        return instances[n_threads]
 
     return make
 
@@ -184,7 +184,7 @@ def measure_bandwidth(n_bytes: int, n_threads: int) -> float:
     return n_bytes / best
 
 
-def register(backends: MutableMapping[str, Callable[[], Ops | None]] = BACKENDS) -> None:
+def register(backends: MutableMapping[str, Callable[[int], Ops | None]] = BACKENDS) -> None:
     """Add a factory per ISA the build knows (slowest first, so the fastest available wins)."""
     if _native is None:
         return

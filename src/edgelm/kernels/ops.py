@@ -72,9 +72,9 @@ class _ReferenceOps:
 
 REFERENCE: Ops = _ReferenceOps()
 
-# name -> factory returning the backend, or None when it cannot run on this machine.
-# Native backends add themselves here; the first available in order wins by default.
-BACKENDS: dict[str, Callable[[], Ops | None]] = {"numpy": lambda: REFERENCE}
+# name -> factory(n_threads) returning the backend, or None when it cannot run on this machine
+# (n_threads 0: one per physical core). Native backends add themselves here; the last available wins.
+BACKENDS: dict[str, Callable[[int], Ops | None]] = {"numpy": lambda n_threads: REFERENCE}
 
 
 def _register_native() -> None:
@@ -86,20 +86,22 @@ def _register_native() -> None:
     native.register()
 
 
-def select_ops(name: str | None = None) -> Ops:
-    """The backend named `name` (or by $EDGELM_ISA), else the best one available."""
+def select_ops(name: str | None = None, n_threads: int | None = None) -> Ops:
+    """The backend named `name` (or by $EDGELM_ISA), else the best one available, on `n_threads`
+    threads (default: one per physical core)."""
+    threads = n_threads or 0
     _register_native()
     name = name or os.environ.get(ISA_ENV) or None
     if name is not None:
         factory = BACKENDS.get(name)
         if factory is None:
             raise ValueError(f"unknown kernel backend {name!r} (available: {', '.join(BACKENDS)})")
-        ops = factory()
+        ops = factory(threads)
         if ops is None:
             raise ValueError(f"kernel backend {name!r} cannot run on this machine")
         return ops
     for factory in reversed(list(BACKENDS.values())):
-        ops = factory()
+        ops = factory(threads)
         if ops is not None:
             return ops
     return REFERENCE
