@@ -39,10 +39,11 @@ def run_edgelm(
         prefill.append(t.prompt_tokens / (t.prompt_ms / 1000))
         decode.append(t.decode_tokens_per_s)
         ttft.append(t.ttft_ms / 1000)
+    rss = _peak_rss_mb()  # one model loaded: its footprint (the second load below would count twice)
     first = _first_token_s(
         lambda: edgelm.load(model, n_ctx=n_ctx, n_threads=threads), m.config.vocab_size, "edgelm"
     )
-    return _summary(load_s, prefill, decode, ttft, first, getattr(m.transformer.ops, "name", "?"))
+    return _summary(load_s, prefill, decode, ttft, first, rss, getattr(m.transformer.ops, "name", "?"))
 
 
 def _llama_cpp_next(llm) -> int:
@@ -74,12 +75,13 @@ def run_llama_cpp(
         prefill.append(n_prompt / (t1 - t0))
         decode.append((n_gen - 1) / (t2 - t1))
         ttft.append(t1 - t0)
+    rss = _peak_rss_mb()
     first = _first_token_s(
         lambda: Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_batch=512, verbose=False),
         llm.n_vocab(),
         "llama.cpp",
     )
-    return _summary(load_s, prefill, decode, ttft, first, "llama.cpp")
+    return _summary(load_s, prefill, decode, ttft, first, rss, "llama.cpp")
 
 
 def _first_token_s(open_model, vocab_size: int, engine: str) -> float:
@@ -95,14 +97,18 @@ def _first_token_s(open_model, vocab_size: int, engine: str) -> float:
     return time.perf_counter() - t0
 
 
-def _summary(load_s, prefill, decode, ttft, first_token_s, backend) -> dict:
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _summary(load_s, prefill, decode, ttft, first_token_s, peak_rss_mb, backend) -> dict:
     return {
         "load_s": load_s,
         "prefill_tok_s": statistics.median(prefill),
         "decode_tok_s": statistics.median(decode),
         "ttft_s": statistics.median(ttft),
         "load_to_first_token_s": first_token_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "backend": backend,
     }
 
