@@ -12,6 +12,7 @@ import numpy as np
 from edgelm.gguf import keys
 from edgelm.gguf.constants import GGUFValueType
 from edgelm.gguf.reader import MetaField
+from edgelm.tokenizer.bpe import byte_encoder
 
 __all__ = ["CHATML_TEMPLATE", "SPECIAL_TOKENS", "synthetic_vocab_fields"]
 
@@ -31,25 +32,9 @@ CHATML_TEMPLATE = (
 )
 
 
-def byte_to_unicode() -> list[str]:
-    """GPT-2's printable stand-in character for each byte value, indexed by byte."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table = {b: chr(b) for b in printable}
-    n = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + n)
-            n += 1
-    return [table[b] for b in range(256)]
-
-
 def _byte_tokens() -> list[str]:
     """The 256 single-byte tokens in GPT-2's id order (printable bytes first)."""
-    chars = byte_to_unicode()
+    chars = [byte_encoder()[b] for b in range(256)]
     printable = [b for b in range(256) if chars[b] == chr(b) and b >= ord("!")]
     rest = [b for b in range(256) if b not in set(printable)]
     return [chars[b] for b in printable + rest]
@@ -60,7 +45,7 @@ def synthetic_vocab_fields(vocab_size: int, seed: int) -> dict[str, MetaField]:
     n_base = 256 + len(SPECIAL_TOKENS)
     if vocab_size < n_base:
         raise ValueError(f"vocab size {vocab_size} is too small for a byte-level vocab (need {n_base})")
-    space = byte_to_unicode()[ord(" ")]
+    space = byte_encoder()[ord(" ")]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [
         chr(c) for c in range(ord("A"), ord("Z") + 1)
     ]

@@ -326,9 +326,10 @@ async def _chat_events(
         gen.cancel()
 
 
-async def _chat_reply(
+async def _collect(
     request: Request, state: ServerState, model: Model, gen: Generation, c: Completion
-) -> Response:
+) -> Response | None:
+    """Run a non-streaming generation to its end; a response only when there is no reply to make."""
     async for chunk in gen.chunks(request.is_disconnected):
         c.add(chunk, model.tokenizer.eog_ids)
     if c.finish_reason is None:  # the client went away: nobody reads this
@@ -337,6 +338,14 @@ async def _chat_reply(
         log.error("generation %s failed: %s", c.id, c.finish_reason)
         raise APIError(500, "The server had an error while generating the reply.", type="server_error")
     state.metrics.observe_generation(c.timings)
+    return None
+
+
+async def _chat_reply(
+    request: Request, state: ServerState, model: Model, gen: Generation, c: Completion
+) -> Response:
+    if (gone := await _collect(request, state, model, gen, c)) is not None:
+        return gone
     plan = gen.prepared.output
     calls = None
     if plan.tool_mode != "none" and c.finish_reason == "stop":
@@ -386,14 +395,8 @@ async def _text_events(
 async def _text_reply(
     request: Request, state: ServerState, model: Model, gen: Generation, c: Completion
 ) -> Response:
-    async for chunk in gen.chunks(request.is_disconnected):
-        c.add(chunk, model.tokenizer.eog_ids)
-    if c.finish_reason is None:
-        return Response(status_code=499)
-    if c.finish_reason.startswith("error"):
-        log.error("generation %s failed: %s", c.id, c.finish_reason)
-        raise APIError(500, "The server had an error while generating the reply.", type="server_error")
-    state.metrics.observe_generation(c.timings)
+    if (gone := await _collect(request, state, model, gen, c)) is not None:
+        return gone
     lp = text_logprobs(model.tokenizer, c.logprobs) if gen.prepared.logprobs is not None else None
     return JSONResponse(text_response(c, lp))
 
