@@ -140,3 +140,31 @@ def test_cli_chat_reset_and_quit(tiny_model, capsys, monkeypatch) -> None:
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert main(["chat", str(tiny_model("tiny-qwen3", "q8_0")), "-n", "3", "--temp", "0"]) == 0
     assert "[conversation cleared]" in capsys.readouterr().err
+
+
+def test_cli_chat_ctrl_c_stops_the_reply_not_the_program(tiny_model, capsys, monkeypatch) -> None:
+    real = edgelm.load(tiny_model("tiny-qwen3", "q8_0"), n_ctx=128)
+    replies = []
+
+    class Interrupting:
+        """The real model, whose first reply is interrupted by Ctrl-C after one chunk."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def stream_chat(self, messages, **kwargs):
+            replies.append(list(messages))
+            for i, chunk in enumerate(real.stream_chat(messages, **kwargs)):
+                if len(replies) == 1 and i == 1:
+                    raise KeyboardInterrupt
+                yield chunk
+
+    monkeypatch.setattr(edgelm, "load", lambda *a, **k: Interrupting())
+    lines = iter(["first", "second", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert main(["chat", "unused.gguf", "-n", "6", "--temp", "0"]) == 0
+    assert "[reply stopped]" in capsys.readouterr().err
+    assert len(replies) == 2  # the program went on to the next question
+    assert [m["role"] for m in replies[1]] == ["user", "assistant", "user"]
+    after = real.generate("abc", max_tokens=4, temperature=0)
+    assert after.finish_reason == "length"  # the model is still usable
