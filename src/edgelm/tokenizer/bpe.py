@@ -10,8 +10,10 @@ used without them (llama.cpp would still apply them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
+from itertools import repeat
+from operator import itemgetter
 from typing import Final
 
 from tokenizers import Regex, models, pre_tokenizers
@@ -46,14 +48,15 @@ def byte_decoder() -> dict[str, int]:
     return {c: b for b, c in byte_encoder().items()}
 
 
-def unicode_vocab(tokens: Sequence[str], vocab: Mapping[str, int]) -> dict[str, int]:
+def unicode_vocab(tokens: Sequence[str], vocab: Mapping[str, int]) -> Mapping[str, int]:
     """`vocab` without the tokens that are not valid UTF-8 (the library takes only valid text).
 
-    No text can produce such a token anyway: encoding replaces lone surrogates first.
+    No text can produce such a token anyway: encoding replaces lone surrogates first. When every
+    token is valid, `vocab` itself is returned when it is a dict (the library copies it anyway).
     """
     try:
         "".join(tokens).encode("utf-8")
-        return dict(vocab)
+        return vocab if type(vocab) is dict else dict(vocab)
     except UnicodeEncodeError:
         pass
     hf_vocab = dict(vocab)
@@ -65,8 +68,29 @@ def unicode_vocab(tokens: Sequence[str], vocab: Mapping[str, int]) -> dict[str, 
     return hf_vocab
 
 
-def _partition(merge: str) -> tuple[str, str, str]:
-    return merge.partition(" ")
+_LEFT_RIGHT: Final = itemgetter(0, 2)
+
+
+class _MergePairs(Sequence[tuple[str, str]]):
+    """The merges as (left, right) pairs, split at the first space, made one at a time.
+
+    The library copies the pairs into its own memory while iterating, so a 150k-merge vocab never
+    holds a Python list of pair tuples (~20 MB at its peak).
+    """
+
+    def __init__(self, merges: Sequence[str]) -> None:
+        self._merges = merges
+
+    def __len__(self) -> int:
+        return len(self._merges)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        if isinstance(index, slice):
+            return [_LEFT_RIGHT(m.partition(" ")) for m in self._merges[index]]
+        return _LEFT_RIGHT(self._merges[index].partition(" "))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return map(_LEFT_RIGHT, map(str.partition, self._merges, repeat(" ")))
 
 
 def _split_merges(merges: Sequence[str], vocab: Mapping[str, int]) -> list[tuple[str, str]]:
@@ -94,8 +118,9 @@ def build_bpe(
     """A `tokenizers` tokenizer that turns one raw-text fragment into token ids as llama.cpp does."""
     hf_vocab = unicode_vocab(tokens, vocab)
     try:
-        pairs = [(a, b) for a, _, b in map(_partition, merges)]
-        model = models.BPE(hf_vocab, pairs, cache_capacity=_BPE_CACHE_WORDS, ignore_merges=pre.ignore_merges)
+        model = models.BPE(
+            hf_vocab, _MergePairs(merges), cache_capacity=_BPE_CACHE_WORDS, ignore_merges=pre.ignore_merges
+        )
     except BaseException as e:
         # Checking every merge up front costs more than building; the library rejects bad ones
         # itself (a merge whose result is not a token makes it panic, which is no `Exception`).
