@@ -57,6 +57,10 @@ class Ops(Protocol):
 
     def gelu_tanh(self, x: np.ndarray) -> np.ndarray: ...
 
+    def silu_mul(self, g: np.ndarray, u: np.ndarray) -> np.ndarray: ...
+
+    def gelu_tanh_mul(self, g: np.ndarray, u: np.ndarray) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class _ReferenceOps:
@@ -68,6 +72,8 @@ class _ReferenceOps:
     attention = staticmethod(reference.attention)
     silu = staticmethod(reference.silu)
     gelu_tanh = staticmethod(reference.gelu_tanh)
+    silu_mul = staticmethod(reference.silu_mul)
+    gelu_tanh_mul = staticmethod(reference.gelu_tanh_mul)
 
 
 REFERENCE: Ops = _ReferenceOps()

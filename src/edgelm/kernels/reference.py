@@ -18,11 +18,13 @@ from edgelm.weights.qtensor import QTensor
 __all__ = [
     "attention",
     "gelu_tanh",
+    "gelu_tanh_mul",
     "matmul",
     "quantize_activations",
     "rms_norm",
     "rope",
     "silu",
+    "silu_mul",
 ]
 
 _F32 = np.float32
@@ -171,9 +173,19 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (_F32(1.0) + np.exp(-x))
 
 
+def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """silu(g) * u: the gate of a SwiGLU feed-forward."""
+    return silu(g) * u
+
+
 _SQRT_2_OVER_PI = _F32(0.7978845608028654)
 _GELU_COEF_A = _F32(0.044715)
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return _F32(0.5) * x * (_F32(1.0) + np.tanh(_SQRT_2_OVER_PI * x * (_F32(1.0) + _GELU_COEF_A * x * x)))
+
+
+def gelu_tanh_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """gelu_tanh(g) * u: the gate of a GeGLU feed-forward."""
+    return gelu_tanh(g) * u
