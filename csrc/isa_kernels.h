@@ -24,6 +24,10 @@
     void weighted_sum_f16_##S(const float *p, const uint16_t *v, int64_t stride, int64_t n,      \
                               int64_t d, float *y);                                              \
     void softmax_round_f16_##S(float *x, int64_t n);                                             \
+    void scores_group_f16_##S(const float *q, int64_t n_q, const uint16_t *k, int64_t stride,    \
+                              int64_t n, int64_t d, float scale, float *out, int64_t out_stride); \
+    void softmax_stats_##S(const float *x, int64_t n, float *max_out, float *sum_out);           \
+    void softmax_apply_f16_##S(float *x, int64_t n, float max, float sum);                       \
     void round_f16_##S(const float *x, float *y, int64_t n);
 
 DECLARE_ISA_KERNELS(scalar)

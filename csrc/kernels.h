@@ -75,8 +75,16 @@ struct kernel_table {
     /* ... y[0..d) += sum_i p[i] * v_i for n values (f16, `stride` halves apart) */
     void (*weighted_sum_f16)(const float *p, const uint16_t *v, int64_t stride, int64_t n, int64_t d,
                              float *y);
+    /* scores of the n_q queries sharing a kv head (d floats apart) to out + r * out_stride, each key
+     * converted once for the group */
+    void (*scores_group_f16)(const float *q, int64_t n_q, const uint16_t *k, int64_t stride, int64_t n,
+                             int64_t d, float scale, float *out, int64_t out_stride);
     /* softmax of n scores in place (-inf for masked keys), each weight rounded to f16 */
     void (*softmax_round_f16)(float *x, int64_t n);
+    /* ... the same in two steps, for rows split into blocks: max and sum of exp(x - max) of a block,
+     * then the weights of a block from the merged max and sum of the whole row */
+    void (*softmax_stats)(const float *x, int64_t n, float *max_out, float *sum_out);
+    void (*softmax_apply_f16)(float *x, int64_t n, float max, float sum);
     void (*round_f16)(const float *x, float *y, int64_t n); /* y = x rounded to f16 precision */
 };
 

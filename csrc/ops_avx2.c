@@ -36,6 +36,19 @@ static inline float VREDUCE_MAX(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Four horizontal sums at once: pairwise unpacks leave, in each 128-bit lane, the lane's partial
+ * sums of a0..a3 side by side; adding the two lanes gives the four totals. */
+static inline void hsum4_scaled(__m256 a0, __m256 a1, __m256 a2, __m256 a3, float scale, float *out) {
+    const __m256 t0 = _mm256_add_ps(_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+    const __m256 t1 = _mm256_add_ps(_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+    const __m256d d0 = _mm256_castps_pd(t0), d1 = _mm256_castps_pd(t1);
+    const __m256 u = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(d0, d1)),
+                                   _mm256_castpd_ps(_mm256_unpackhi_pd(d0, d1)));
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+    _mm_storeu_ps(out, _mm_mul_ps(s, _mm_set1_ps(scale)));
+}
+#define VREDUCE_ADD4 hsum4_scaled
+
 /* exp with a degree-6 polynomial on [-ln2/2, ln2/2] (Cephes coefficients, about 1 ulp); inputs below
  * the smallest normal result give 0, above ~88.7 give inf. */
 #define EXP_LOWEST -87.33654f

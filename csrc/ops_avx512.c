@@ -24,6 +24,21 @@ typedef __m512 VF;
 #define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define VROUND_F16(v) _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 
+/* Four horizontal sums at once: pairwise unpacks leave, in each 128-bit lane, the lane's partial
+ * sums of a0..a3 side by side; adding the four lanes gives the four totals. */
+static inline void hsum4_scaled(__m512 a0, __m512 a1, __m512 a2, __m512 a3, float scale, float *out) {
+    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512d d0 = _mm512_castps_pd(t0), d1 = _mm512_castps_pd(t1);
+    const __m512 u = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(d0, d1)),
+                                   _mm512_castpd_ps(_mm512_unpackhi_pd(d0, d1)));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(u),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    _mm_storeu_ps(out, _mm_mul_ps(s, _mm_set1_ps(scale)));
+}
+#define VREDUCE_ADD4 hsum4_scaled
+
 /* exp with a degree-6 polynomial on [-ln2/2, ln2/2] (Cephes coefficients, about 1 ulp); scalef
  * applies 2^n with correct underflow to 0 and overflow to inf. */
 #define EXP_CLAMP_LOW -104.0f

@@ -179,6 +179,9 @@ def test_activations(ops: NativeOps) -> None:
         (7, 40, 4, 4, 32, 0),  # prefill chunk after a prefix
         (6, 30, 8, 2, 64, 8),  # sliding window
         (3, 9, 2, 1, 20, 0),  # head width not a multiple of a vector
+        (1, 1000, 14, 2, 64, 0),  # decode split into key blocks over the threads
+        (1, 1000, 9, 3, 64, 20),  # split decode with a window: whole blocks masked in the ring
+        (1, 777, 9, 3, 40, 300),  # split decode, uneven last block, odd head width
     ],
 )
 def test_attention(

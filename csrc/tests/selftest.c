@@ -122,6 +122,20 @@ int main(void) {
         aa.out = out;
         edgelm_attention(&ctx, &aa);
         check_close("attention", isa_names[isa], out, out_ref, T * H * D, 2e-3f);
+        /* decode: one query over enough keys that they split into blocks across the threads */
+        enum { SD = 1000, HD = 6 };
+        static float qd[HD * D], outd[HD * D], outd_ref[HD * D];
+        static uint16_t kd[SD * KVH * D], vd[SD * KVH * D];
+        static int64_t kd_pos[SD];
+        const int64_t qd_pos = SD - 1;
+        for (int i = 0; i < HD * D; i++) qd[i] = next_normal();
+        for (int i = 0; i < SD * KVH * D; i++) kd[i] = f32_to_f16(next_normal()), vd[i] = f32_to_f16(next_normal());
+        for (int i = 0; i < SD; i++) kd_pos[i] = i;
+        struct attention_args ad = {qd, kd, vd, &qd_pos, kd_pos, outd_ref, 1, SD, HD, KVH, D, D, 0.125f, 0};
+        edgelm_attention(&scalar, &ad);
+        ad.out = outd;
+        edgelm_attention(&ctx, &ad);
+        check_close("attention decode", isa_names[isa], outd, outd_ref, HD * D, 2e-3f);
         pool_destroy(ctx.pool);
     }
     pool_destroy(scalar.pool);
