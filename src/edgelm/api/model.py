@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,11 @@ from edgelm.models.model_file import ModelFile
 from edgelm.models.registry import build_model
 from edgelm.models.transformer import Transformer
 from edgelm.runtime.generate import GenerationChunk, GenerationResult, Timings, stream_chunks
-from edgelm.runtime.sampling import InvalidParamError, LogitsProcessor, SamplingParams, make_sampler
+from edgelm.runtime.sampling import InvalidParamError, LogitsProcessor, Sampler, SamplingParams, make_sampler
 from edgelm.runtime.stop import StopChecker
 from edgelm.tokenizer import Tokenizer
 
-__all__ = ["DEFAULT_N_CTX", "Model", "PromptTooLongError", "load"]
+__all__ = ["DEFAULT_N_CTX", "GenerationStream", "Model", "PromptTooLongError", "load"]
 
 DEFAULT_N_CTX = 4096
 
@@ -49,6 +49,21 @@ def load(path: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: i
     n_ctx = n_ctx or min(mf.config.context_length, DEFAULT_N_CTX)
     threads = getattr(ops, "n_threads", None) or n_threads or os.cpu_count() or 1
     return Model(transformer, tokenizer, n_ctx, threads, 1000 * (time.perf_counter() - t0))
+
+
+class GenerationStream(Iterator[GenerationChunk]):
+    """The chunks of one generation, and the prompt's token ids (as encoded, before any truncation)."""
+
+    def __init__(self, prompt_ids: list[int], chunks: Generator[GenerationChunk, None, None]) -> None:
+        self.prompt_ids = prompt_ids
+        self._chunks = chunks
+
+    def __next__(self) -> GenerationChunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop the generation (the KV cache is reset for the next call)."""
+        self._chunks.close()
 
 
 class Model:
@@ -117,7 +132,7 @@ class Model:
         stop: str | Sequence[str] | None = None,
         truncate: bool = False,
         processors: Sequence[LogitsProcessor] = (),
-    ) -> Iterator[GenerationChunk]:
+    ) -> GenerationStream:
         """Yield text as it is generated; the last chunk has `finish_reason` ("stop" or "length").
 
         `processors` (e.g. a grammar's) run after the bias and penalties, before truncation."""
@@ -134,14 +149,15 @@ class Model:
             seed=seed,
         )
         checker = StopChecker(eog_ids=self.tokenizer.eog_ids, stop=stop, max_tokens=max_tokens)
-        ids = self._fit(self.encode_prompt(prompt), max_tokens, truncate)
+        encoded = self.encode_prompt(prompt)
+        ids = self._fit(encoded, max_tokens, truncate)
         sampler = make_sampler(params, self.config.vocab_size, processors)
         max_new = min(max_tokens, self.n_ctx - len(ids))
-        return self._locked_stream(ids, sampler, checker, max_new)
+        return GenerationStream(encoded, self._locked_stream(ids, sampler, checker, max_new))
 
     def _locked_stream(
-        self, ids: list[int], sampler, checker: StopChecker, max_new: int
-    ) -> Iterator[GenerationChunk]:
+        self, ids: list[int], sampler: Sampler, checker: StopChecker, max_new: int
+    ) -> Generator[GenerationChunk, None, None]:
         with self._lock:
             self._cache.reset()
             try:
@@ -165,7 +181,6 @@ class Model:
         tokens: list[int] = []
         last: GenerationChunk | None = None
         stream = self.stream_generate(prompt, **kwargs)
-        ids = self.encode_prompt(prompt)
         for chunk in stream:
             parts.append(chunk.text)
             if chunk.token_id is not None:
@@ -174,7 +189,7 @@ class Model:
         assert last is not None and last.finish_reason is not None
         if tokens and tokens[-1] in self.tokenizer.eog_ids:
             tokens.pop()
-        return GenerationResult("".join(parts), tokens, last.finish_reason, last.timings, ids)
+        return GenerationResult("".join(parts), tokens, last.finish_reason, last.timings, stream.prompt_ids)
 
     def chat_prompt(
         self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None
@@ -184,7 +199,7 @@ class Model:
 
     def stream_chat(
         self, messages: Sequence[Message], *, tools: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
-    ) -> Iterator[GenerationChunk]:
+    ) -> GenerationStream:
         return self.stream_generate(self.chat_prompt(messages, tools), **kwargs)
 
     def chat(
