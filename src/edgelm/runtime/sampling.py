@@ -32,6 +32,7 @@ import numpy as np
 from edgelm.errors import EdgelmError
 
 __all__ = [
+    "SCALAR_FIELDS",
     "Candidates",
     "InvalidParamError",
     "LogitsProcessor",
@@ -140,7 +141,7 @@ class SamplingParams:
 
     def __hash__(self) -> int:
         bias = None if self.logit_bias is None else tuple(sorted(self.logit_bias.items()))
-        return hash((*(getattr(self, f) for f in _SCALAR_FIELDS), bias))
+        return hash((*(getattr(self, f) for f in SCALAR_FIELDS), bias))
 
     @property
     def greedy(self) -> bool:
@@ -155,7 +156,8 @@ class SamplingParams:
         )
 
 
-_SCALAR_FIELDS: Final = (
+# The SamplingParams fields that hold one number each (all but logit_bias).
+SCALAR_FIELDS: Final = (
     "temperature",
     "top_k",
     "top_p",

@@ -17,7 +17,7 @@ from typing import Any
 from edgelm.api.model import Model, PromptTooLongError
 from edgelm.runtime.engine import Engine, Request, RequestHandle
 from edgelm.runtime.generate import GenerationChunk
-from edgelm.runtime.sampling import InvalidParamError, LogitsProcessor, SamplingParams
+from edgelm.runtime.sampling import SCALAR_FIELDS, InvalidParamError, LogitsProcessor, SamplingParams
 from edgelm.runtime.stop import normalize_stop
 from edgelm.server.errors import APIError
 from edgelm.server.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
@@ -27,18 +27,6 @@ __all__ = ["DISCONNECT_POLL_S", "Generation", "Prepared", "prepare_chat", "prepa
 
 # How often a non-streaming request checks whether its client is still there.
 DISCONNECT_POLL_S = 0.2
-
-_SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-)
 
 
 @dataclass(frozen=True)
@@ -55,7 +43,7 @@ class Prepared:
 
 
 def _sampling(body: ChatCompletionRequest | CompletionRequest, vocab_size: int) -> SamplingParams:
-    kw: dict[str, Any] = {k: v for k in _SAMPLING_FIELDS if (v := getattr(body, k)) is not None}
+    kw: dict[str, Any] = {k: v for k in SCALAR_FIELDS if (v := getattr(body, k)) is not None}
     if body.logit_bias:
         bias: dict[int, float] = {}
         for key, value in body.logit_bias.items():
