@@ -81,10 +81,12 @@ class _Slot:
     def __init__(self, index: int, cache: SequenceCache) -> None:
         self.index = index
         self.cache = cache
+        # Prompt and generated ids, preallocated for the whole context: no allocation per token.
+        self.history = np.empty(cache.n_ctx + 1, dtype=np.int64)
+        self.n_history = 0
         self.tokens: list[int] = []  # the tokens whose K/V are in the cache, in order
         self.handle: RequestHandle | None = None
         self.todo: list[int] = []  # prompt tokens not yet fed
-        self.history: list[int] = []
         self.sampler: Sampler | None = None
         self.checker: StopChecker | None = None
         self.detok: StreamingDetokenizer | None = None
@@ -238,7 +240,7 @@ class Engine:
                 s.todo = s.todo[len(feed) :]
                 n_prefill += len(feed)
             else:
-                feed = [s.history[-1]]
+                feed = [int(s.history[s.n_history - 1])]
             start = len(s.tokens)
             rows.extend(feed)
             positions.extend(range(start, start + len(feed)))
@@ -312,7 +314,8 @@ class Engine:
         del s.tokens[keep:]
         s.handle = handle
         s.todo = list(req.prompt[keep:])
-        s.history = list(req.prompt)
+        s.history[: len(req.prompt)] = req.prompt
+        s.n_history = len(req.prompt)
         s.sampler = make_sampler(req.params, self.model.config.vocab_size, req.processors)
         s.checker = StopChecker(eog_ids=self.tokenizer.eog_ids, stop=req.stop, max_tokens=req.max_tokens)
         s.detok = self.tokenizer.stream()
@@ -330,7 +333,7 @@ class Engine:
         assert (
             s.handle is not None and s.checker is not None and s.sampler is not None and s.detok is not None
         )
-        history = np.asarray(s.history, dtype=np.int64)
+        history = s.history[: s.n_history]
         n_top = s.handle.request.logprobs
         # The sampler overwrites the logits: take the log-probabilities first (only when asked for).
         logprobs = None if n_top is None else _log_softmax(logits)
@@ -344,7 +347,8 @@ class Engine:
             ms = 1000 * (now - s.t_start)
             s.timings = replace(s.timings, prompt_ms=ms, ttft_ms=ms)
         s.timings = replace(s.timings, decode_tokens=s.n_generated, decode_ms=1000 * (now - s.t_first))
-        s.history.append(tok)
+        s.history[s.n_history] = tok
+        s.n_history += 1
         checker = s.checker
         out = accept_token(checker, s.detok, tok, last=s.n_generated >= s.max_new)
         if checker.finish_reason is not None:
