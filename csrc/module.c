@@ -6,6 +6,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "edgelm_ops.h"
 
@@ -548,7 +551,21 @@ static PyObject *physical_cores(PyObject *module, PyObject *unused) {
     return PyLong_FromLong(cpu_physical_cores());
 }
 
+static PyObject *release_free_memory(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    int released = 0;
+#ifdef __GLIBC__
+    Py_BEGIN_ALLOW_THREADS
+    released = malloc_trim(0);
+    Py_END_ALLOW_THREADS
+#endif
+    return PyBool_FromLong(released);
+}
+
 static PyMethodDef module_methods[] = {
+    {"release_free_memory", release_free_memory, METH_NOARGS,
+     "Give the C heap's free pages back to the system (glibc's malloc_trim); whether any were."},
     {"available_isas", available_isas, METH_NOARGS, "ISAs this build and CPU can run, slowest first."},
     {"all_isas", all_isas, METH_NOARGS, "Every ISA name the kernels know, slowest first."},
     {"best_isa", best_isa, METH_NOARGS, "The fastest ISA this CPU runs."},

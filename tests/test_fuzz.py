@@ -25,6 +25,7 @@ from conftest import vocab_path
 from edgelm.errors import ModelFileError
 from edgelm.gguf.constants import GGUFValueType
 from edgelm.gguf.reader import GGUFFile
+from edgelm.gguf.string_array import StringArray
 from edgelm.models.model_file import ModelFile
 
 V = GGUFValueType
@@ -199,8 +200,11 @@ def _flat(v: Any) -> Any:
     """A metadata value as the reference gives it: nested arrays flattened, numbers as Python values."""
     if isinstance(v, np.ndarray):
         return v.tolist()
+    if isinstance(v, StringArray):
+        return list(v)
     if isinstance(v, list):
-        return [x for item in v for x in (_flat(item) if isinstance(item, (list, np.ndarray)) else [item])]
+        nested = (list, np.ndarray, StringArray)
+        return [x for item in v for x in (_flat(item) if isinstance(item, nested) else [item])]
     return v
 
 

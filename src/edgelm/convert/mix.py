@@ -12,7 +12,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgelm.gguf.constants import BLOCK_LAYOUTS, GGMLType, LlamaFileType
+from gguf import LlamaFileType
+
+from edgelm.gguf.constants import BLOCK_LAYOUTS, GGMLType
 
 __all__ = ["FileType", "TensorSlot", "choose_types"]
 

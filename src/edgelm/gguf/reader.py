@@ -14,6 +14,7 @@ import os
 import reprlib
 import stat
 import struct
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,11 @@ from edgelm.gguf.constants import (
     GGUF_DEFAULT_ALIGNMENT,
     GGUF_MAGIC,
     GGUF_SUPPORTED_VERSIONS,
+    TYPE_SIZES,
     GGMLType,
     GGUFValueType,
 )
+from edgelm.gguf.string_array import StringArray
 
 __all__ = ["GGUFFile", "MetaField", "TensorInfo"]
 
@@ -74,7 +77,8 @@ _GGML_TYPES = {int(t): t for t in GGMLType}
 class MetaField:
     """One metadata key: its value and GGUF types (kept so a file can be re-written faithfully)."""
 
-    value: Any  # int | float | bool | str | np.ndarray (numeric array) | list (string or nested array)
+    # int | float | bool | str | np.ndarray (numeric array) | StringArray | list (nested arrays)
+    value: Any
     type: GGUFValueType
     sub_type: GGUFValueType | None = None  # element type of an array
 
@@ -208,12 +212,13 @@ def _read_array(cur: _Cursor, key: str, depth: int = 1) -> tuple[Any, GGUFValueT
     raise cur.fail(f"metadata key {_quoted(key)}", f"unknown array element type {int(sub_type)}")
 
 
-def _read_string_array(cur: _Cursor, count: int, key: str) -> list[str]:
-    # The hot loop of vocab parsing: locals only, one bounds check per string.
+def _read_string_array(cur: _Cursor, count: int, key: str) -> StringArray:
+    # The hot loop of vocab parsing: locals only, one bounds check per string, nothing decoded.
     buf, pos, size = cur.buf, cur.pos, cur.size
     unpack = _U64.unpack_from
-    out: list[str] = []
-    append = out.append
+    starts = array("q")
+    lengths = array("q")
+    add_start, add_length = starts.append, lengths.append
     for i in range(count):
         if pos + 8 > size:
             cur.pos = pos
@@ -224,16 +229,15 @@ def _read_string_array(cur: _Cursor, count: int, key: str) -> list[str]:
             raise cur.past_end(
                 f"metadata key {_quoted(key)}", f"string {i} of {count} has length {n} and runs"
             )
-        append(str(buf[pos : pos + n], "utf-8", "surrogateescape"))
+        add_start(pos)
+        add_length(n)
         pos += n
     cur.pos = pos
-    return out
+    return StringArray(buf, np.frombuffer(starts, np.int64), np.frombuffer(lengths, np.int64))
 
 
 def _tensor_bytes(cur: _Cursor, name: str, ggml_type: GGMLType, ne: tuple[int, ...]) -> int:
-    from gguf import GGML_QUANT_SIZES  # the format's reference table, covers types we do not compute
-
-    block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+    block_size, type_size = TYPE_SIZES[ggml_type]
     if ne[0] % block_size != 0:
         raise cur.fail(
             f"tensor {name!r}",

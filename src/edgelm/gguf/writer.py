@@ -19,6 +19,7 @@ from gguf import GGUFWriter
 from edgelm.gguf import keys
 from edgelm.gguf.constants import GGMLType, GGUFValueType, row_bytes
 from edgelm.gguf.reader import MetaField
+from edgelm.gguf.string_array import StringArray
 
 __all__ = ["PlannedTensor", "write_gguf"]
 
@@ -46,6 +47,8 @@ def _writable(field: MetaField) -> tuple[Any, GGUFValueType, GGUFValueType | Non
             return v.tolist()
         if isinstance(v, str):
             return v.encode("utf-8", "surrogateescape")
+        if isinstance(v, StringArray):
+            return [v.raw(i) for i in range(len(v))]
         if isinstance(v, list) and t == GGUFValueType.STRING:
             return [s.encode("utf-8", "surrogateescape") for s in v]
         if isinstance(v, list):

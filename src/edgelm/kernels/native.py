@@ -130,19 +130,21 @@ class NativeOps:
         self._k.gelu_tanh(x, out)
         return out
 
-    # -- fused extras (not in the Ops protocol) --------------------------------------------------
+    # -- fused extras --------------------------------------------------
 
-    def silu_mul(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """silu(g) * u in one pass (the gated FFN of llama-style models)."""
+    def silu_mul(self, g: np.ndarray, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """silu(g) * u in one pass (the gated FFN of llama-style models); `out` may be `g` itself."""
         g = _f32(g)
-        out = np.empty_like(g)
+        if out is None:
+            out = np.empty_like(g)
         self._k.silu_mul(g, _f32(u), out)
         return out
 
-    def gelu_tanh_mul(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """gelu_tanh(g) * u in one pass (Gemma's gated FFN)."""
+    def gelu_tanh_mul(self, g: np.ndarray, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """gelu_tanh(g) * u in one pass (Gemma's gated FFN); `out` may be `g` itself."""
         g = _f32(g)
-        out = np.empty_like(g)
+        if out is None:
+            out = np.empty_like(g)
         self._k.gelu_tanh_mul(g, _f32(u), out)
         return out
 

@@ -173,9 +173,16 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (_F32(1.0) + np.exp(-x))
 
 
-def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """silu(g) * u: the gate of a SwiGLU feed-forward."""
-    return silu(g) * u
+def silu_mul(g: np.ndarray, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """silu(g) * u: the gate of a SwiGLU feed-forward (into `out` when given)."""
+    return _into(out, silu(g) * u)
+
+
+def _into(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    if out is None:
+        return value
+    out[...] = value
+    return out
 
 
 _SQRT_2_OVER_PI = _F32(0.7978845608028654)
@@ -186,6 +193,6 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return _F32(0.5) * x * (_F32(1.0) + np.tanh(_SQRT_2_OVER_PI * x * (_F32(1.0) + _GELU_COEF_A * x * x)))
 
 
-def gelu_tanh_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """gelu_tanh(g) * u: the gate of a GeGLU feed-forward."""
-    return gelu_tanh(g) * u
+def gelu_tanh_mul(g: np.ndarray, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """gelu_tanh(g) * u: the gate of a GeGLU feed-forward (into `out` when given)."""
+    return _into(out, gelu_tanh(g) * u)

@@ -19,6 +19,7 @@ from edgelm.errors import ModelFileError
 from edgelm.gguf import keys
 from edgelm.gguf.keys import arch_key
 from edgelm.gguf.reader import GGUFFile
+from edgelm.gguf.string_array import is_string_list
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "ModelConfig", "RopeScaling"]
 
@@ -202,7 +203,7 @@ def _positive(f: GGUFFile, key: str, value: int) -> int:
 def _vocab_size_from_file(f: GGUFFile) -> int:
     tokens = f.get(keys.TOKENIZER_TOKENS)
     if tokens is not None:
-        if not isinstance(tokens, list):
+        if not is_string_list(tokens):
             raise ModelFileError(
                 f.path, f"key {keys.TOKENIZER_TOKENS!r}: {_short(tokens)} is not a list of strings"
             )

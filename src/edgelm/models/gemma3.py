@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgelm.models.config import ModelConfig
-from edgelm.models.layers import attention, feed_forward, norm
+from edgelm.models.layers import attention, feed_forward, norm, residual
 from edgelm.models.transformer import Architecture, Layer, Segments, Transformer
 
 
@@ -31,9 +31,9 @@ def block(
         m.q_scale,
         layer.window,
     )
-    x = x + norm(m.ops, h, layer.post_attn_norm, cfg.norm_eps)
+    x = residual(x, norm(m.ops, h, layer.post_attn_norm, cfg.norm_eps))
     h = feed_forward(m.ops, norm(m.ops, x, layer.ffn_norm, cfg.norm_eps), layer.ffn, gelu=True)
-    return x + norm(m.ops, h, layer.post_ffn_norm, cfg.norm_eps)
+    return residual(x, norm(m.ops, h, layer.post_ffn_norm, cfg.norm_eps))
 
 
 def _rope_base(cfg: ModelConfig, layer: int) -> float:

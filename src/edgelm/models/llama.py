@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgelm.models.layers import attention, feed_forward, norm
+from edgelm.models.layers import attention, feed_forward, norm, residual
 from edgelm.models.transformer import Architecture, Layer, Segments, Transformer
 
 
@@ -14,7 +14,7 @@ def block(
     """x + attn(norm(x)), then + ffn(norm(.))."""
     cfg = m.config
     h = norm(m.ops, x, layer.attn_norm, cfg.norm_eps)
-    x = x + attention(
+    h = attention(
         m.ops,
         h,
         positions,
@@ -27,8 +27,9 @@ def block(
         m.q_scale,
         0,
     )
+    x = residual(x, h)
     h = norm(m.ops, x, layer.ffn_norm, cfg.norm_eps)
-    return x + feed_forward(m.ops, h, layer.ffn, gelu=False)
+    return residual(x, feed_forward(m.ops, h, layer.ffn, gelu=False))
 
 
 ARCH = Architecture(name="llama", block=block, rope_neox=False)

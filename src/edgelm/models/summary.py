@@ -10,6 +10,7 @@ from edgelm.errors import ModelFileError
 from edgelm.gguf import keys
 from edgelm.gguf.keys import arch_key
 from edgelm.gguf.reader import GGUFFile
+from edgelm.gguf.string_array import is_string_list
 from edgelm.models.config import ModelConfig
 from edgelm.models.model_file import load_tensors
 
@@ -76,7 +77,7 @@ def summarize(path: str | os.PathLike[str]) -> ModelSummary:
         quant_mix=mix,
         context_length=ctx if isinstance(ctx, int) else None,
         tokenizer=tokenizer,
-        vocab_size=len(tokens) if isinstance(tokens, list) else None,
+        vocab_size=len(tokens) if is_string_list(tokens) else None,
         chat_template=isinstance(f.get(keys.CHAT_TEMPLATE), str),
         config=config,
         problem=problem,

@@ -7,6 +7,7 @@ positions of those keys; `trim` back to a shorter prefix (prefix reuse); `n_toke
 
 from __future__ import annotations
 
+import mmap
 from typing import Protocol
 
 import numpy as np
@@ -40,13 +41,25 @@ class LayerCache(Protocol):
         ...
 
 
+def reserve(shape: tuple[int, ...], dtype: type[np.generic] = KV_DTYPE) -> np.ndarray:
+    """A zeroed array in its own anonymous mapping: memory becomes resident only where written.
+
+    A cache is sized for the whole context but a sequence fills it from the front; `np.zeros` may
+    instead take (and clear) pages the heap already holds, making the whole cache resident at once.
+    """
+    n_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if n_bytes == 0:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, n_bytes), dtype).reshape(shape)
+
+
 class ContiguousCache:
     """All positions of the sequence, preallocated for `n_ctx` tokens."""
 
     def __init__(self, n_ctx: int, n_kv_heads: int, head_dim: int, head_dim_v: int) -> None:
-        self.k = np.zeros((n_ctx, n_kv_heads, head_dim), KV_DTYPE)
-        self.v = np.zeros((n_ctx, n_kv_heads, head_dim_v), KV_DTYPE)
-        self.pos = np.zeros(n_ctx, np.int64)
+        self.k = reserve((n_ctx, n_kv_heads, head_dim))
+        self.v = reserve((n_ctx, n_kv_heads, head_dim_v))
+        self.pos = reserve((n_ctx,), np.int64)
         self.n_tokens = 0
 
     def append(
@@ -73,8 +86,8 @@ class SlidingWindowCache:
 
     def __init__(self, window: int, n_kv_heads: int, head_dim: int, head_dim_v: int) -> None:
         self.window = window
-        self.k = np.zeros((window, n_kv_heads, head_dim), KV_DTYPE)
-        self.v = np.zeros((window, n_kv_heads, head_dim_v), KV_DTYPE)
+        self.k = reserve((window, n_kv_heads, head_dim))
+        self.v = reserve((window, n_kv_heads, head_dim_v))
         self.pos = np.full(window, _EMPTY, np.int64)
         self.n_tokens = 0
 

@@ -48,24 +48,25 @@ def byte_decoder() -> dict[str, int]:
     return {c: b for b, c in byte_encoder().items()}
 
 
-def unicode_vocab(tokens: Sequence[str], vocab: Mapping[str, int]) -> Mapping[str, int]:
-    """`vocab` without the tokens that are not valid UTF-8 (the library takes only valid text).
+def unicode_vocab(tokens: Sequence[str]) -> dict[str, int]:
+    """Text → id of the tokens that are valid UTF-8 (the library takes only valid text).
 
-    No text can produce such a token anyway: encoding replaces lone surrogates first. When every
-    token is valid, `vocab` itself is returned when it is a dict (the library copies it anyway).
+    No text can produce another token anyway: encoding replaces lone surrogates first.
     """
+    texts = list(tokens)
     try:
-        "".join(tokens).encode("utf-8")
-        return vocab if type(vocab) is dict else dict(vocab)
+        "".join(texts).encode("utf-8")
+        return dict(zip(texts, range(len(texts)), strict=True))
     except UnicodeEncodeError:
         pass
-    hf_vocab = dict(vocab)
-    for text in tokens:
+    vocab = {}
+    for tid, text in enumerate(texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            del hf_vocab[text]
-    return hf_vocab
+            continue
+        vocab[text] = tid
+    return vocab
 
 
 _LEFT_RIGHT: Final = itemgetter(0, 2)
@@ -112,11 +113,13 @@ def _split_merges(merges: Sequence[str], vocab: Mapping[str, int]) -> list[tuple
     return pairs
 
 
-def build_bpe(
-    tokens: Sequence[str], vocab: Mapping[str, int], merges: Sequence[str], pre: PreTokenizerSpec
-) -> HFTokenizer:
-    """A `tokenizers` tokenizer that turns one raw-text fragment into token ids as llama.cpp does."""
-    hf_vocab = unicode_vocab(tokens, vocab)
+def build_bpe(tokens: Sequence[str], merges: Sequence[str], pre: PreTokenizerSpec) -> HFTokenizer:
+    """A `tokenizers` tokenizer that turns one raw-text fragment into token ids as llama.cpp does.
+
+    The library copies the vocab and merges into its own memory: the Python dict built here for it
+    is dropped on return.
+    """
+    hf_vocab = unicode_vocab(tokens)
     try:
         model = models.BPE(
             hf_vocab, _MergePairs(merges), cache_capacity=_BPE_CACHE_WORDS, ignore_merges=pre.ignore_merges

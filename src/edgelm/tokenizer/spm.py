@@ -46,11 +46,12 @@ def spm_merges(tokens: Sequence[str], vocab: Mapping[str, int], scores: np.ndarr
     return [(left, right) for _, _, _, left, right in found]
 
 
-def build_spm(tokens: Sequence[str], vocab: Mapping[str, int], scores: np.ndarray | None) -> HFTokenizer:
+def build_spm(tokens: Sequence[str], scores: np.ndarray | None) -> HFTokenizer:
     """A `tokenizers` tokenizer for one whitespace-escaped text fragment."""
     if scores is None:
         scores = np.zeros(len(tokens), dtype=np.float32)
-    hf_vocab = unicode_vocab(tokens, vocab)
-    merges = spm_merges(tokens, hf_vocab, scores)
+    texts = list(tokens)
+    hf_vocab = unicode_vocab(texts)
+    merges = spm_merges(texts, hf_vocab, scores)
     model = models.BPE(hf_vocab, merges, byte_fallback=True, cache_capacity=0)
     return HFTokenizer(model)

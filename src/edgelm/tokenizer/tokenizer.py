@@ -43,10 +43,10 @@ class Tokenizer:
         self._pieces = Pieces(vocab)
         self._hf: HFTokenizer
         if vocab.type is VocabType.SPM:
-            self._hf = build_spm(vocab.tokens, vocab.token_to_id, vocab.scores)
+            self._hf = build_spm(vocab.tokens, vocab.scores)
         else:
             assert vocab.pre is not None
-            self._hf = build_bpe(vocab.tokens, vocab.token_to_id, vocab.merges, vocab.pre)
+            self._hf = build_bpe(vocab.tokens, vocab.merges, vocab.pre)
         attrs = vocab.attrs
         self._special_texts = [(t, vocab.tokens[t], int(attrs[t])) for t in vocab.special_tokens]
         self._chat_template: ChatTemplate | None = None

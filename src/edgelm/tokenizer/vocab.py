@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -18,7 +17,9 @@ import numpy as np
 
 from edgelm.errors import ModelFileError
 from edgelm.gguf import keys
+from edgelm.gguf.string_array import is_string_list
 from edgelm.tokenizer.pretokenize import PRE_TOKENIZERS, PreTokenizerSpec
+from edgelm.tokenizer.token_index import TokenIndex
 
 __all__ = ["SpecialIds", "TokenAttr", "TokenType", "Vocab", "VocabType"]
 
@@ -311,7 +312,7 @@ def _load(md: Mapping[str, object], path: str | None) -> Vocab:
 
     # Defaults by tokenizer kind, then what the file says.
     pre: PreTokenizerSpec | None = None
-    merges: list[str] = []
+    merges: Sequence[str] = []
     ids: dict[str, int | None] = dict.fromkeys(SpecialIds.__dataclass_fields__)
     if vtype is VocabType.SPM:
         ids.update(bos=1, eos=2, unk=0)
@@ -373,21 +374,23 @@ def _vocab_type(md: Mapping[str, object], path: str | None) -> VocabType:
         raise _fail(path, f"unsupported tokenizer model {model!r} (supported: {supported})") from None
 
 
-def _read_tokens(md: Mapping[str, object], path: str | None) -> tuple[list[str], dict[str, int]]:
+def _read_tokens(md: Mapping[str, object], path: str | None) -> tuple[Sequence[str], TokenIndex]:
     tokens = md.get(keys.TOKENIZER_TOKENS)
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+    if not is_string_list(tokens):
         raise _fail(path, f"metadata key {keys.TOKENIZER_TOKENS!r} is missing or not a list of strings")
+    assert isinstance(tokens, Sequence)
     if not tokens:
         raise _fail(path, "the vocabulary is empty")
-    if "\x00" in "".join(tokens):  # llama.cpp reads tokens as C strings
-        tokens = [t.partition("\x00")[0] for t in tokens]
-    if "" in tokens:  # llama.cpp names empty tokens after their id
-        tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-    token_to_id = dict(zip(tokens, range(len(tokens)), strict=True))
-    if len(token_to_id) != len(tokens):
-        dup = next(t for t, count in Counter(tokens).items() if count > 1)
+    texts = list(tokens)  # decoded once here; the vocab keeps `tokens` (lazy when read from a file)
+    if "\x00" in "".join(texts):  # llama.cpp reads tokens as C strings
+        tokens = texts = [t.partition("\x00")[0] for t in texts]
+    if "" in texts:  # llama.cpp names empty tokens after their id
+        tokens = texts = [t or f"[EMPTY_{i}]" for i, t in enumerate(texts)]
+    index = TokenIndex(tokens, decoded=texts)
+    dup = index.first_duplicate()
+    if dup is not None:
         raise _fail(path, f"token {dup!r} appears twice in the vocabulary")
-    return tokens, token_to_id
+    return tokens, index
 
 
 def _token_attrs(types: np.ndarray | None, n_tokens: int) -> np.ndarray:
@@ -401,10 +404,11 @@ def _token_attrs(types: np.ndarray | None, n_tokens: int) -> np.ndarray:
     )
 
 
-def _read_merges(md: Mapping[str, object], path: str | None) -> list[str]:
+def _read_merges(md: Mapping[str, object], path: str | None) -> Sequence[str]:
     merges = md.get(keys.TOKENIZER_MERGES)
-    if not isinstance(merges, list) or not all(isinstance(m, str) for m in merges):
+    if not is_string_list(merges):
         raise _fail(path, f"metadata key {keys.TOKENIZER_MERGES!r} is missing or not a list of strings")
+    assert isinstance(merges, Sequence)
     return merges
 
 
