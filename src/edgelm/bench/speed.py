@@ -24,7 +24,14 @@ from edgelm.convert.synth import synthesize
 from edgelm.gguf.reader import GGUFFile
 from edgelm.models.layout import OUTPUT, TOKEN_EMBD
 
-__all__ = ["SpeedCase", "decode_bytes_per_token", "measure_bandwidth", "run_speed"]
+__all__ = [
+    "SpeedCase",
+    "decode_bytes_per_token",
+    "kv_cache_bytes",
+    "measure_bandwidth",
+    "rss_limit_mb",
+    "run_speed",
+]
 
 DEFAULT_MODELS = ("smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b")
 DEFAULT_QUANTS = ("q8_0", "q4_k_m")
@@ -32,6 +39,9 @@ METRICS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "load_to_first_token_s", "
 # For these, smaller is better: the ratio is inverted so that > 1 always means edgelm is ahead.
 LOWER_IS_BETTER = {"ttft_s", "load_to_first_token_s", "peak_rss_mb", "load_s"}
 BANDWIDTH_BYTES = 1 << 30  # 1 GiB: far larger than any cache
+DEFAULT_CTX = 4096  # the context both engines are loaded with
+KV_BYTES = 2  # f16 keys and values, both engines
+RSS_HEADROOM = 0.15  # peak RSS target: file + KV cache + 15%
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,39 @@ def decode_bytes_per_token(path: str | os.PathLike[str]) -> int:
     if OUTPUT in f.tensors:  # untied: the embedding table is only gathered from
         total -= f.tensors[TOKEN_EMBD].n_bytes
     return total
+
+
+def kv_cache_bytes(path: str | os.PathLike[str], n_ctx: int = DEFAULT_CTX) -> int:
+    """Bytes of an f16 KV cache for `n_ctx` tokens (sliding-window layers hold their window)."""
+    from edgelm.models.config import ModelConfig
+
+    cfg = ModelConfig.from_gguf(GGUFFile.open(path))
+    per_token = cfg.n_kv_heads * (cfg.head_dim + cfg.head_dim_v) * KV_BYTES
+    total = 0
+    for layer in range(cfg.n_layers):
+        local = cfg.sliding_window and cfg.is_local_layer(layer)
+        total += (min(cfg.sliding_window, n_ctx) if local else n_ctx) * per_token
+    return total
+
+
+def rss_limit_mb(path: str | os.PathLike[str], n_ctx: int = DEFAULT_CTX) -> float:
+    """The peak-RSS target, in the unit the workers report (MiB): file + KV cache + 15%."""
+    size = Path(path).stat().st_size + kv_cache_bytes(path, n_ctx)
+    return size * (1 + RSS_HEADROOM) / 2**20
+
+
+def _probe_bandwidth(threads: int) -> float:
+    """`measure_bandwidth` in a fresh process (its 1 GiB buffer never counts against a worker)."""
+    cmd = [
+        sys.executable,
+        "-c",
+        f"from edgelm.bench.speed import measure_bandwidth; print(measure_bandwidth({threads}))",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return float("nan")
 
 
 def measure_bandwidth(threads: int) -> float:
@@ -115,19 +158,32 @@ def run_speed(
                 log(f"writing {path.name} ...")
                 synthesize(model, quant, path)
             case = SpeedCase(model, quant, path)
-            bound = bandwidth / decode_bytes_per_token(path)
+            n_bytes = decode_bytes_per_token(path)
             row = {
                 "model": model,
                 "quant": quant,
                 "file_mb": path.stat().st_size / 1e6,
-                "decode_bound_tok_s": bound,
+                "decode_bytes_per_token": n_bytes,
+                "rss_limit_mb": rss_limit_mb(path),
             }
+            # The machine's bandwidth drifts over minutes: each engine's bound comes from probes
+            # taken just before and just after its own measurement.
+            probes = [_probe_bandwidth(threads)]
             for engine in ("edgelm", "llama.cpp"):
                 log(f"measuring {engine} on {path.name} ...")
                 row[engine] = _measure(engine, case, threads, n_prompt, n_gen, reps)
+                probes.append(_probe_bandwidth(threads))
+            row["bandwidth_gb_s"] = {
+                "edgelm": (probes[0] + probes[1]) / 2e9,
+                "llama.cpp": (probes[1] + probes[2]) / 2e9,
+            }
+            bound = {e: row["bandwidth_gb_s"][e] * 1e9 / n_bytes for e in ("edgelm", "llama.cpp")}
+            row["decode_bound_tok_s"] = bound
             ours, theirs = row["edgelm"], row["llama.cpp"]
             row["ratio"] = {m: _ratio(m, ours.get(m, 0.0), theirs.get(m, 0.0)) for m in METRICS}
-            row["bound_share"] = {e: row[e].get("decode_tok_s", 0.0) / bound for e in ("edgelm", "llama.cpp")}
+            row["bound_share"] = {
+                e: row[e].get("decode_tok_s", 0.0) / bound[e] for e in ("edgelm", "llama.cpp")
+            }
             results.append(row)
             log(format_row(row))
     report = {
@@ -166,12 +222,13 @@ def _cell(row: dict, metric: str, scale: float = 1.0, fmt: str = ".0f") -> str:
 def format_table(report: dict) -> str:
     head = (
         f"{'model':<14}{'quant':<8}{'prefill tok/s':>22}{'decode tok/s':>22}{'ttft ms':>18}"
-        f"{'load→1st ms':>18}{'peak RSS MB':>18}{'bound':>8}{'share e/l':>12}"
+        f"{'load→1st ms':>18}{'peak RSS MiB':>19}{'limit':>7}{'GB/s e/l':>12}{'share e/l':>12}"
     )
     lines = [
         f"edgelm vs llama.cpp, {report['threads']} threads, prompt {report['prompt_tokens']}, "
-        f"{report['generated_tokens']} generated, bandwidth {report['bandwidth_gb_s']:.1f} GB/s "
-        "(each cell: edgelm / llama.cpp (ratio, >1 = edgelm ahead))",
+        f"{report['generated_tokens']} generated (each cell: edgelm / llama.cpp (ratio, >1 = edgelm "
+        "ahead)); limit: peak RSS target, file + KV cache + 15%; GB/s: memory bandwidth probed around "
+        "each engine's run; share: decode tok/s over that bandwidth's bound",
         head,
     ]
     for row in report["results"]:
@@ -179,11 +236,12 @@ def format_table(report: dict) -> str:
             lines.append(format_row(row))
             continue
 
-        share = row["bound_share"]
+        share, bw = row["bound_share"], row["bandwidth_gb_s"]
         lines.append(
             f"{row['model']:<14}{row['quant']:<8}{_cell(row, 'prefill_tok_s'):>22}"
             f"{_cell(row, 'decode_tok_s', fmt='.1f'):>22}{_cell(row, 'ttft_s', 1000):>18}"
-            f"{_cell(row, 'load_to_first_token_s', 1000):>18}{_cell(row, 'peak_rss_mb'):>18}"
-            f"{row['decode_bound_tok_s']:>8.0f}{share['edgelm']:>6.0%}/{share['llama.cpp']:.0%}"
+            f"{_cell(row, 'load_to_first_token_s', 1000):>18}{_cell(row, 'peak_rss_mb'):>19}"
+            f"{row['rss_limit_mb']:>7.0f}{bw['edgelm']:>6.1f}/{bw['llama.cpp']:<5.1f}"
+            f"{share['edgelm']:>6.0%}/{share['llama.cpp']:.0%}"
         )
     return "\n".join(lines)

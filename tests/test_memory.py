@@ -1,0 +1,180 @@
+"""What keeps a loaded model small: lazy string arrays, the token index, KV pages, FFN blocks."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+
+import edgelm
+from conftest import vocab_path
+from edgelm.bench.speed import kv_cache_bytes, rss_limit_mb
+from edgelm.gguf.constants import TYPE_SIZES, GGMLType, GGUFValueType
+from edgelm.gguf.reader import GGUFFile
+from edgelm.gguf.string_array import StringArray
+from edgelm.kernels.ops import REFERENCE
+from edgelm.models.layers import (
+    FFN_BLOCK_BYTES,
+    FFN_BLOCK_MAX_ROWS,
+    FFN_BLOCK_MIN_ROWS,
+    FFNWeights,
+    _feed_forward,
+    feed_forward,
+    ffn_block_rows,
+)
+from edgelm.runtime.kv_cache import reserve
+from edgelm.tokenizer.token_index import TokenIndex
+from edgelm.weights.qtensor import QTensor
+from edgelm.weights.quantize import quantize
+
+# -- the format's numbers, against the `gguf` package ---------------------------------------------
+
+
+def test_enums_and_type_sizes_match_the_gguf_package() -> None:
+    assert [(t.name, int(t)) for t in GGMLType] == [(t.name, int(t)) for t in gguf.GGMLQuantizationType]
+    assert [(t.name, int(t)) for t in GGUFValueType] == [(t.name, int(t)) for t in gguf.GGUFValueType]
+    ours = {int(t): size for t, size in TYPE_SIZES.items()}
+    assert ours == {int(t): tuple(size) for t, size in gguf.GGML_QUANT_SIZES.items()}
+
+
+# -- string arrays ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_vocab() -> GGUFFile:
+    path = vocab_path("qwen2")
+    if path is None:
+        pytest.skip("no qwen2 vocab file")
+    return GGUFFile.open(path)
+
+
+def test_string_array_reads_what_the_reference_reader_reads(qwen_vocab: GGUFFile) -> None:
+    tokens = qwen_vocab.get("tokenizer.ggml.tokens")
+    assert isinstance(tokens, StringArray)
+    ref = gguf.GGUFReader(qwen_vocab.path).fields["tokenizer.ggml.tokens"]
+    ref_tokens = [ref.contents(i) for i in range(0, len(ref.data), 997)]
+    assert [tokens[i] for i in range(0, len(tokens), 997)] == ref_tokens
+    assert len(tokens) == len(ref.data)
+    n = len(tokens)
+    assert tokens[-1] == tokens[n - 1] and tokens[-n] == tokens[0]
+    assert tokens[5:9] == [tokens[i] for i in range(5, 9)]
+    assert tokens.raw(7) == tokens[7].encode("utf-8", "surrogateescape")
+    assert list(tokens)[100:103] == tokens[100:103]
+    with pytest.raises(IndexError):
+        tokens[n]
+    with pytest.raises(IndexError):
+        tokens[-n - 1]
+
+
+def test_string_array_keeps_bytes_that_are_not_utf8() -> None:
+    buf = b"ab\xffcd"
+    arr = StringArray(memoryview(buf), np.array([0, 2, 3]), np.array([2, 1, 2]))
+    assert arr == ["ab", "\udcff", "cd"]
+    assert arr.raw(1) == b"\xff"
+    assert arr != ["ab", "x", "cd"] and arr != ["ab"]
+    assert arr.nbytes == 5
+
+
+# -- the token index -------------------------------------------------------------------------------
+
+
+def test_token_index_agrees_with_a_dict(qwen_vocab: GGUFFile) -> None:
+    tokens = qwen_vocab.get("tokenizer.ggml.tokens")
+    index = TokenIndex(tokens)
+    expected = {t: i for i, t in enumerate(tokens)}
+    rng = np.random.default_rng(0)
+    for tid in rng.integers(0, len(tokens), 2000).tolist():
+        assert index[tokens[tid]] == expected[tokens[tid]] == tid
+    for text in ("not-a-token-\u2603", "", "Ġthe" * 9):
+        assert text not in index and index.get(text) is None and index.get(text, -1) == -1
+    assert 5 not in index  # not a string
+    assert index.first_duplicate() is None
+    assert len(index) == len(tokens)
+
+
+def test_token_index_finds_duplicates_and_returns_the_first_id() -> None:
+    tokens = ["a", "b", "c", "b", "d"]
+    index = TokenIndex(tokens)
+    assert index.first_duplicate() == "b"
+    assert index["b"] == 1
+
+
+class _Colliding(str):
+    """Strings that all hash alike: the index must still tell them apart."""
+
+    def __hash__(self) -> int:
+        return 42
+
+
+def test_token_index_tells_colliding_hashes_apart() -> None:
+    tokens = [_Colliding(t) for t in ("x", "y", "z", "y")]
+    index = TokenIndex(tokens)
+    assert index[_Colliding("z")] == 2 and index.get(_Colliding("w")) is None
+    assert index.first_duplicate() == "y"
+    assert TokenIndex(tokens[:3]).first_duplicate() is None
+
+
+def test_loaded_model_keeps_no_python_list_of_its_vocab(tiny_model) -> None:
+    m = edgelm.load(tiny_model("tiny-qwen2"))
+    vocab = m.tokenizer.vocab
+    assert isinstance(vocab.tokens, StringArray)
+    assert isinstance(vocab.token_to_id, TokenIndex)
+    assert isinstance(vocab.merges, StringArray)
+    assert m.tokenizer.token_to_id(vocab.tokens[300]) == 300
+
+
+# -- KV cache and feed-forward blocks --------------------------------------------------------------
+
+
+def test_reserved_cache_is_zeroed_and_writable() -> None:
+    a = reserve((64, 2, 8))
+    assert a.dtype == np.float16 and a.shape == (64, 2, 8) and not a.any()
+    a[3] = 1.5
+    assert a.sum() == 1.5 * 16
+    assert reserve((0, 4)).shape == (0, 4)
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gemma3"])
+def test_kv_cache_bytes_is_what_the_engine_allocates(tiny_model, preset: str) -> None:
+    path = tiny_model(preset)
+    m = edgelm.load(path, n_ctx=4096)
+    allocated = sum(c.k.nbytes + c.v.nbytes for c in m._cache.layers)
+    assert kv_cache_bytes(path, 4096) == allocated
+    assert rss_limit_mb(path, 4096) == pytest.approx((path.stat().st_size + allocated) * 1.15 / 2**20)
+
+
+def test_ffn_block_rows_fit_the_budget() -> None:
+    for width in (64, 1536, 4864, 8192, 100_000):
+        rows = ffn_block_rows(width)
+        assert FFN_BLOCK_MIN_ROWS <= rows <= FFN_BLOCK_MAX_ROWS and rows & (rows - 1) == 0
+        assert rows == FFN_BLOCK_MIN_ROWS or rows * width * 4 <= FFN_BLOCK_BYTES
+        assert rows == FFN_BLOCK_MAX_ROWS or 2 * rows * width * 4 > FFN_BLOCK_BYTES
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_blocked_feed_forward_equals_one_pass(gelu: bool) -> None:
+    rng = np.random.default_rng(1)
+    dim, width = 64, 8192  # 64-row blocks
+
+    def q8(name: str, shape: tuple[int, int]) -> QTensor:
+        packed = quantize(rng.standard_normal(shape).astype(np.float32), GGMLType.Q8_0)
+        return QTensor.from_buffer(name, GGMLType.Q8_0, shape, packed)
+
+    w = FFNWeights(q8("gate", (width, dim)), q8("up", (width, dim)), q8("down", (dim, width)))
+    x = rng.standard_normal((150, dim)).astype(np.float32)
+    assert ffn_block_rows(width) < len(x)
+    np.testing.assert_array_equal(feed_forward(REFERENCE, x, w, gelu), _feed_forward(REFERENCE, x, w, gelu))
+
+
+@pytest.mark.parametrize("name", ["silu_mul", "gelu_tanh_mul"])
+def test_gate_in_place_equals_a_new_array(name: str) -> None:
+    from edgelm.kernels.ops import select_ops
+
+    rng = np.random.default_rng(2)
+    g, u = rng.standard_normal((2, 37, 100)).astype(np.float32)
+    for ops in {REFERENCE, select_ops()}:
+        expected = getattr(ops, name)(g, u)
+        g2 = g.copy()
+        out = getattr(ops, name)(g2, u, out=g2)
+        assert out is g2
+        np.testing.assert_array_equal(out, expected)
