@@ -579,13 +579,21 @@ static struct PyModuleDef native_module = {
     .m_methods = module_methods,
 };
 
+extern PyTypeObject BPEType; /* module_bpe.c */
+
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&KernelsType) < 0) return NULL;
+    if (PyType_Ready(&KernelsType) < 0 || PyType_Ready(&BPEType) < 0) return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
     Py_INCREF(&KernelsType);
     if (PyModule_AddObject(m, "Kernels", (PyObject *)&KernelsType) < 0) {
         Py_DECREF(&KernelsType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&BPEType);
+    if (PyModule_AddObject(m, "BPE", (PyObject *)&BPEType) < 0) {
+        Py_DECREF(&BPEType);
         Py_DECREF(m);
         return NULL;
     }

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgelm.gguf.reader import GGUFFile
-from edgelm.tokenizer.bpe import build_bpe
+from edgelm.tokenizer.bpe import BPEEncoder, build_bpe
 from edgelm.tokenizer.detokenizer import Pieces, StreamingDetokenizer, detokenize
+from edgelm.tokenizer.pretokenize import PreTokenizerSpec
 from edgelm.tokenizer.spm import SPACE, build_spm
 from edgelm.tokenizer.vocab import TokenAttr, Vocab, VocabType
 
@@ -41,12 +42,12 @@ class Tokenizer:
     def __init__(self, vocab: Vocab) -> None:
         self.vocab = vocab
         self._pieces = Pieces(vocab)
-        self._hf: HFTokenizer
+        self._encoder: _Encoder
         if vocab.type is VocabType.SPM:
-            self._hf = build_spm(vocab.tokens, vocab.scores)
+            self._encoder = _LibraryEncoder(build_spm(vocab.tokens, vocab.scores))
         else:
             assert vocab.pre is not None
-            self._hf = build_bpe(vocab.tokens, vocab.merges, vocab.pre)
+            self._encoder = _bpe_encoder(vocab.tokens, vocab.merges, vocab.pre)
         attrs = vocab.attrs
         self._special_texts = [(t, vocab.tokens[t], int(attrs[t])) for t in vocab.special_tokens]
         self._chat_template: ChatTemplate | None = None
@@ -149,10 +150,10 @@ class Tokenizer:
             texts = self._spm_texts(fragments)
         else:
             texts = [f for f in fragments if isinstance(f, str)]
-        encoded = iter(self._hf.encode_batch_fast(texts, add_special_tokens=False) if texts else ())
+        encoded = iter(self._encoder.encode_batch(texts) if texts else ())
         for f in fragments:
             if isinstance(f, str):
-                out.extend(next(encoded).ids)
+                out.extend(next(encoded))
             else:
                 out.append(f)
 
@@ -284,6 +285,30 @@ class Tokenizer:
         kind = self.vocab.type.name
         pre = f", pre={self.vocab.pre.kind!r}" if self.vocab.pre else ""
         return f"Tokenizer({kind}{pre}, {self.vocab.n_tokens} tokens)"
+
+
+class _Encoder(Protocol):
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """The token ids of each raw-text fragment."""
+        ...
+
+
+class _LibraryEncoder:
+    """A `tokenizers` tokenizer as an `_Encoder`."""
+
+    def __init__(self, hf: HFTokenizer) -> None:
+        self._hf = hf
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._hf.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+
+def _bpe_encoder(tokens: Sequence[str], merges: Sequence[str], pre: PreTokenizerSpec) -> _Encoder:
+    """The native BPE when the extension is built, else the `tokenizers` library's (more memory)."""
+    try:
+        return BPEEncoder(tokens, merges, pre)
+    except ImportError:
+        return _LibraryEncoder(build_bpe(tokens, merges, pre))
 
 
 def _valid_unicode(text: str) -> str:

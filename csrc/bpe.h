@@ -1,0 +1,26 @@
+/* Byte-level BPE merges over token ids, as llama.cpp's BPE tokenizer applies them.
+ *
+ * A word (the UTF-8 bytes one pre-tokenizer piece) starts as one symbol per byte; the adjacent pair
+ * with the lowest merge rank is merged (leftmost first on ties) until no pair has a rank.  The tables
+ * hold ids only: ~16 bytes a merge instead of the strings a general tokenizer keeps. */
+#ifndef EDGELM_BPE_H
+#define EDGELM_BPE_H
+
+#include <stdint.h>
+
+struct bpe;
+
+/* merges[i] = (left, right, result) of rank i; byte_ids[b]: the token of byte b alone, or -1.
+ * tokens/offsets: the raw bytes of every token (token i is tokens[offsets[i] .. offsets[i+1])),
+ * used for whole-word lookups when `ignore_merges`; may be NULL otherwise.  Returns NULL when out
+ * of memory. A pair that appears twice keeps its first rank. */
+struct bpe *bpe_create(const int32_t *left, const int32_t *right, const int32_t *result, int64_t n_merges,
+                       const int32_t byte_ids[256], const uint8_t *tokens, const int64_t *offsets,
+                       int64_t n_tokens, int ignore_merges);
+void bpe_destroy(struct bpe *b);
+
+/* Append the ids of `word` (n bytes) to out (room for at least n ids); returns how many, or -1 when
+ * out of memory.  Bytes that have no token are dropped. */
+int64_t bpe_encode_word(struct bpe *b, const uint8_t *word, int64_t n, int32_t *out);
+
+#endif
