@@ -40,6 +40,24 @@ MINI_CONFIG: ModelConfig = replace(
 )
 
 
+def _llama_cpp_note() -> str | None:
+    """Keep llama.cpp off its AMX kernels where they would crash this process (see edgelm.bench.rival)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return None
+    from edgelm.bench.rival import avoid_amx
+
+    return avoid_amx()
+
+
+LLAMA_CPP_NOTE = _llama_cpp_note()
+
+
+def pytest_report_header() -> list[str]:
+    return [LLAMA_CPP_NOTE] if LLAMA_CPP_NOTE else []
+
+
 def vocab_path(name: str) -> Path | None:
     """A vocab-only GGUF of llama.cpp (`qwen2`, `llama-bpe`, ...): the repo's copy, else ../shared."""
     for folder in (LOCAL_VOCAB, SHARED_VOCAB):

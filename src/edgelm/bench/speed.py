@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from edgelm.models.layout import OUTPUT, TOKEN_EMBD
 
 __all__ = [
     "SpeedCase",
+    "cpu_name",
     "decode_bytes_per_token",
     "kv_cache_bytes",
     "measure_bandwidth",
@@ -39,6 +41,7 @@ METRICS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "load_to_first_token_s", "
 # For these, smaller is better: the ratio is inverted so that > 1 always means edgelm is ahead.
 LOWER_IS_BETTER = {"ttft_s", "load_to_first_token_s", "peak_rss_mb", "load_s"}
 BANDWIDTH_BYTES = 1 << 30  # 1 GiB: far larger than any cache
+ENGINES = ("edgelm", "llama.cpp")
 DEFAULT_CTX = 4096  # the context both engines are loaded with
 KV_BYTES = 2  # f16 keys and values, both engines
 RSS_HEADROOM = 0.15  # peak RSS target: file + KV cache + 15%
@@ -58,6 +61,17 @@ def decode_bytes_per_token(path: str | os.PathLike[str]) -> int:
     if OUTPUT in f.tensors:  # untied: the embedding table is only gathered from
         total -= f.tensors[TOKEN_EMBD].n_bytes
     return total
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def kv_cache_bytes(path: str | os.PathLike[str], n_ctx: int = DEFAULT_CTX) -> int:
@@ -169,7 +183,7 @@ def run_speed(
             # The machine's bandwidth drifts over minutes: each engine's bound comes from probes
             # taken just before and just after its own measurement.
             probes = [_probe_bandwidth(threads)]
-            for engine in ("edgelm", "llama.cpp"):
+            for engine in ENGINES:
                 log(f"measuring {engine} on {path.name} ...")
                 row[engine] = _measure(engine, case, threads, n_prompt, n_gen, reps)
                 probes.append(_probe_bandwidth(threads))
@@ -186,13 +200,16 @@ def run_speed(
             }
             results.append(row)
             log(format_row(row))
+    notes = sorted({row[e]["note"] for row in results for e in ENGINES if "note" in row[e]})
     report = {
+        "cpu": cpu_name(),
         "threads": threads,
         "prompt_tokens": n_prompt,
         "generated_tokens": n_gen,
         "reps": reps,
         "bandwidth_gb_s": bandwidth / 1e9,
         "results": results,
+        "notes": notes,
     }
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +242,8 @@ def format_table(report: dict) -> str:
         f"{'load→1st ms':>18}{'peak RSS MiB':>19}{'limit':>7}{'GB/s e/l':>12}{'share e/l':>12}"
     )
     lines = [
-        f"edgelm vs llama.cpp, {report['threads']} threads, prompt {report['prompt_tokens']}, "
+        f"edgelm vs llama.cpp on {report.get('cpu', '?')}, {report['threads']} threads, "
+        f"prompt {report['prompt_tokens']}, "
         f"{report['generated_tokens']} generated (each cell: edgelm / llama.cpp (ratio, >1 = edgelm "
         "ahead)); limit: peak RSS target, file + KV cache + 15%; GB/s: memory bandwidth probed around "
         "each engine's run; share: decode tok/s over that bandwidth's bound",
@@ -244,4 +262,5 @@ def format_table(report: dict) -> str:
             f"{row['rss_limit_mb']:>7.0f}{bw['edgelm']:>6.1f}/{bw['llama.cpp']:<5.1f}"
             f"{share['edgelm']:>6.0%}/{share['llama.cpp']:.0%}"
         )
+    lines += [f"note: {note}" for note in report.get("notes", ())]
     return "\n".join(lines)

@@ -55,6 +55,9 @@ def _llama_cpp_next(llm) -> int:
 def run_llama_cpp(
     model: str, threads: int, n_prompt: int, n_gen: int, reps: int, n_ctx: int
 ) -> dict[str, float]:
+    from edgelm.bench.rival import avoid_amx
+
+    note = avoid_amx()  # before the first model: its kernels are chosen at load
     from llama_cpp import Llama
 
     t0 = time.perf_counter()
@@ -81,7 +84,10 @@ def run_llama_cpp(
         llm.n_vocab(),
         "llama.cpp",
     )
-    return _summary(load_s, prefill, decode, ttft, first, rss, "llama.cpp")
+    summary = _summary(load_s, prefill, decode, ttft, first, rss, "llama.cpp")
+    if note:
+        summary["note"] = note
+    return summary
 
 
 def _first_token_s(open_model, vocab_size: int, engine: str) -> float:
