@@ -99,7 +99,13 @@ def probe_bandwidth(ops: NativeOps) -> float:
 
 
 def bench_decode(
-    ops: NativeOps, ggml_type: GGMLType, n: int, k: int, bandwidth: float | None, probed: float
+    ops: NativeOps,
+    ggml_type: GGMLType,
+    n: int,
+    k: int,
+    bandwidth: float | None,
+    probed: float,
+    prepare: bool = True,
 ) -> Result:
     rng = np.random.default_rng(0)
     first = random_weights(rng, ggml_type, n, k)
@@ -107,6 +113,7 @@ def bench_decode(
     mats = [first] + [
         QTensor.from_buffer("w", ggml_type, (n, k), first.data.copy().reshape(-1)) for _ in range(copies - 1)
     ]
+    mats = ops.prepare(mats) if prepare else mats
     x = rng.standard_normal((1, k)).astype(np.float32)
     state = {"i": 0}
 
@@ -134,9 +141,12 @@ def bench_decode(
     )
 
 
-def bench_prefill(ops: NativeOps, ggml_type: GGMLType, n: int, k: int, tokens: int) -> Result:
+def bench_prefill(
+    ops: NativeOps, ggml_type: GGMLType, n: int, k: int, tokens: int, prepare: bool = True
+) -> Result:
     rng = np.random.default_rng(1)
     w = random_weights(rng, ggml_type, n, k)
+    w = ops.prepare([w])[0] if prepare else w  # repacked as a model load would
     x = rng.standard_normal((tokens, k)).astype(np.float32)
     ops.matmul(x, w)
     seconds = best_time(lambda: ops.matmul(x, w), repeats=2)
@@ -169,6 +179,9 @@ def main() -> None:
     parser.add_argument("--bandwidth-1t", type=float, default=23.8, help="GB/s one thread can read")
     parser.add_argument("--bandwidth-2t", type=float, default=36.5, help="GB/s two threads can read")
     parser.add_argument("--skip-prefill", action="store_true")
+    parser.add_argument(
+        "--file-layout", action="store_true", help="weights as the file stores them (no repacking at load)"
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
     args = parser.parse_args()
     if args.isa is None:
@@ -187,10 +200,18 @@ def main() -> None:
         results = []
         for ggml_type in types:
             for n, k in DECODE_SHAPES:
-                results.append(bench_decode(ops, ggml_type, *shape_for(ggml_type, n, k), bandwidth, probed))
+                results.append(
+                    bench_decode(
+                        ops, ggml_type, *shape_for(ggml_type, n, k), bandwidth, probed, not args.file_layout
+                    )
+                )
             if not args.skip_prefill:
                 for n, k in PREFILL_SHAPES:
-                    results.append(bench_prefill(ops, ggml_type, *shape_for(ggml_type, n, k), args.tokens))
+                    results.append(
+                        bench_prefill(
+                            ops, ggml_type, *shape_for(ggml_type, n, k), args.tokens, not args.file_layout
+                        )
+                    )
         for r in results:
             if args.json:
                 print(json.dumps(asdict(r)))

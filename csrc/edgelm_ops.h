@@ -18,6 +18,11 @@ struct edgelm_ctx {
 /* y (T, N) = x (T, K) @ w^T, activations rounded as reference.quantize_activations. */
 int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y);
 
+/* Row groups [g0, g1) of src (n_rows rows of k weights of `type`, the file's layout) into dst in the
+ * R16 layout (repack.h), on every thread. */
+int edgelm_repack_r16(const struct edgelm_ctx *ctx, int type, const uint8_t *src, uint8_t *dst, int64_t n_rows,
+                      int64_t k, int64_t g0, int64_t g1);
+
 /* y (n, K) = rows ids[0..n) of w, dequantized exactly. */
 int edgelm_get_rows(const struct edgelm_ctx *ctx, const struct qmatrix *w, const int64_t *ids, int64_t n, float *y);
 

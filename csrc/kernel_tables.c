@@ -39,6 +39,12 @@ const struct kernel_table kernels_avx512 = {
             [GGML_TYPE_Q5_0] = gemm_avx512, [GGML_TYPE_Q5_1] = gemm_avx512,
         },
     .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS,
+    .r16 =
+        {
+            [GGML_TYPE_Q8_0] = r16_groups_avx512, [GGML_TYPE_Q4_0] = r16_groups_avx512,
+            [GGML_TYPE_Q4_1] = r16_groups_avx512, [GGML_TYPE_Q5_0] = r16_groups_avx512,
+            [GGML_TYPE_Q5_1] = r16_groups_avx512,
+        },
 };
 #endif
 

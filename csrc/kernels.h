@@ -33,12 +33,14 @@ struct act {
     int16_t *bsums;   /* Q8_K: (T, k / 16) sums of q over 16 values */
 };
 
-/* A weight matrix as the file stores it: n_rows rows of k weights, row_bytes apart. */
+/* A weight matrix: n_rows rows of k weights, row_bytes apart as the file stores them (layout 0,
+ * LAYOUT_ROWS), or the same bytes in groups of 16 interleaved rows (LAYOUT_R16, repack.h). */
 struct qmatrix {
     const uint8_t *data;
     int type;
     int64_t n_rows, k;
     size_t row_bytes;
+    int layout;
 };
 
 /* One matrix product y (T, N) = x (T, K) @ w (N, K)^T, written at y[t * y_stride + r]. */
@@ -55,6 +57,9 @@ typedef void (*dot_rows_fn)(const struct matmul_args *m, int64_t r0, int64_t r1,
 /* A whole product over many tokens, tiled and threaded by the ISA itself; 0 on success. */
 typedef int (*gemm_fn)(struct exec *ex, const struct matmul_args *m);
 
+/* Row groups [g0, g1) (16 rows each) x every token of a product with R16 weights. */
+typedef void (*r16_groups_fn)(const struct matmul_args *m, int64_t g0, int64_t g1);
+
 struct kernel_table {
     enum isa isa;
     /* One row of k activations -> quants; k is a multiple of the block size. */
@@ -63,6 +68,7 @@ struct kernel_table {
     dot_rows_fn dot_rows[GGML_TYPE_COUNT]; /* NULL: the type goes through a generic path */
     gemm_fn gemm[GGML_TYPE_COUNT];         /* NULL: dot_rows serves every token count */
     int gemm_min_tokens;                   /* below this many tokens dot_rows is faster */
+    r16_groups_fn r16[GGML_TYPE_COUNT];    /* NULL: the type stays in the file's layout */
     /* elementwise and reductions over n floats */
     void (*silu)(const float *x, float *y, int64_t n);
     void (*gelu_tanh)(const float *x, float *y, int64_t n);

@@ -5,6 +5,7 @@
 
 #include "edgelm_ops.h"
 #include "fp16.h"
+#include "repack.h"
 
 /* Below this many multiply-adds a product runs on one thread: waking a worker costs about a
  * microsecond, which a product this small does not repay. */
@@ -104,10 +105,29 @@ static void dot_chunk(void *ctx, long long chunk, int ith) {
     dt->fn(dt->m, r0, r1, 0, dt->m->a->n_tok);
 }
 
+/* R16 weights over many tokens: this many groups (64 rows) per piece of work, whose weights stay in
+ * L2 while every tile of tokens passes over them. */
+#define R16_GEMM_GROUPS 4
+
+struct r16_task {
+    r16_groups_fn fn;
+    const struct matmul_args *m;
+    long long groups_per_chunk, n_groups;
+};
+
+static void r16_chunk(void *ctx, long long chunk, int ith) {
+    const struct r16_task *rt = ctx;
+    (void)ith;
+    const long long g0 = chunk * rt->groups_per_chunk;
+    const long long g1 = g0 + rt->groups_per_chunk < rt->n_groups ? g0 + rt->groups_per_chunk : rt->n_groups;
+    rt->fn(rt->m, g0, g1);
+}
+
 int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y) {
     const struct kernel_table *kt = ctx->kt;
     const int bs = ggml_block_size(w->type);
     if (bs == 0 || w->k % bs != 0 || w->row_bytes != (size_t)(w->k / bs) * ggml_type_size(w->type)) return EINVAL;
+    if (w->layout == LAYOUT_R16 && (!kt->r16[w->type] || w->n_rows % R16_ROWS)) return EINVAL;
     if (n_tok <= 0 || w->n_rows <= 0) return 0;
     struct exec ex;
     exec_begin(&ex, ctx->pool);
@@ -118,14 +138,21 @@ int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const f
     exec_run(&ex, quantize_task, &qt, n_tok * w->k >= PARALLEL_MIN_VALUES ? ex.n_threads : 1);
 
     const struct matmul_args m = {w, &a, y, w->n_rows};
+    const double macs = (double)n_tok * (double)w->n_rows * (double)w->k;
+    const int nth = macs >= PARALLEL_MIN_MACS ? ex.n_threads : 1;
+    if (w->layout == LAYOUT_R16) {
+        const long long n_groups = w->n_rows / R16_ROWS;
+        const long long per = n_tok >= kt->gemm_min_tokens ? R16_GEMM_GROUPS : chunk_size(n_groups, nth, 1);
+        struct r16_task rt = {kt->r16[w->type], &m, per, n_groups};
+        exec_run_chunks(&ex, r16_chunk, &rt, (n_groups + per - 1) / per, nth);
+        goto done;
+    }
     const gemm_fn gemm = kt->gemm[w->type];
     if (gemm && n_tok >= kt->gemm_min_tokens) {
         err = gemm(&ex, &m);
         if (err != EAGAIN) goto done; /* EAGAIN: this shape is better served by the rows kernel */
         err = 0;
     }
-    const double macs = (double)n_tok * (double)w->n_rows * (double)w->k;
-    const int nth = macs >= PARALLEL_MIN_MACS ? ex.n_threads : 1;
     struct dot_task dt = {kt->dot_rows[w->type] ? kt->dot_rows[w->type] : dot_rows_generic, &m,
                           chunk_size(w->n_rows, nth, ROW_SPLIT_ALIGN)};
     exec_run_chunks(&ex, dot_chunk, &dt, (w->n_rows + dt.rows_per_chunk - 1) / dt.rows_per_chunk, nth);

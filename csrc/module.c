@@ -11,6 +11,7 @@
 #endif
 
 #include "edgelm_ops.h"
+#include "repack.h"
 
 typedef struct {
     PyObject_HEAD
@@ -88,6 +89,7 @@ static int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w
     w->n_rows = n_rows;
     w->k = k;
     w->row_bytes = (size_t)(k / bs) * ggml_type_size((int)type);
+    w->layout = LAYOUT_ROWS;
     if (view->len != (Py_ssize_t)(w->row_bytes * (size_t)n_rows)) {
         PyErr_Format(PyExc_ValueError, "w: expected %zu bytes, got %zd", w->row_bytes * (size_t)n_rows, view->len);
         PyBuffer_Release(view);
@@ -98,14 +100,36 @@ static int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w
 
 /* ---- methods ----------------------------------------------------------------------------------- */
 
-PyDoc_STRVAR(matmul_doc, "matmul(x, w, type, n_rows, k, out)\n--\n\n"
-                         "out (T, n_rows) = x (T, k) float32 @ w^T, w packed rows of GGUF `type`.");
+PyDoc_STRVAR(matmul_doc, "matmul(x, w, type, n_rows, k, out, layout=0)\n--\n\n"
+                         "out (T, n_rows) = x (T, k) float32 @ w^T, w packed rows of GGUF `type` (layout 0) "
+                         "or those rows repacked by repack_r16 (layout 1).");
 
 static PyObject *Kernels_matmul(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (check_nargs(nargs, 6, "matmul")) return NULL;
+    if (nargs != 7 && check_nargs(nargs, 6, "matmul")) return NULL;
+    long long layout = LAYOUT_ROWS;
+    if (nargs == 7 && get_ll(args[6], &layout, "layout")) return NULL;
+    if (layout != LAYOUT_ROWS && layout != LAYOUT_R16) {
+        PyErr_Format(PyExc_ValueError, "unknown weight layout %lld", layout);
+        return NULL;
+    }
+    if (layout == LAYOUT_R16) {
+        long long type;
+        if (get_ll(args[2], &type, "type")) return NULL;
+        if (type < 0 || type >= GGML_TYPE_COUNT || !self->ctx.kt->r16[type]) {
+            PyErr_Format(PyExc_ValueError, "the %s kernels have no R16 product for tensor type %lld",
+                         isa_names[self->ctx.kt->isa], type);
+            return NULL;
+        }
+    }
     Py_buffer wv, xv, ov;
     struct qmatrix w;
     if (get_qmatrix(args + 1, &wv, &w)) return NULL;
+    w.layout = (int)layout;
+    if (w.layout == LAYOUT_R16 && w.n_rows % R16_ROWS) {
+        PyErr_Format(PyExc_ValueError, "R16 weights need a multiple of %d rows, not %lld", R16_ROWS, (long long)w.n_rows);
+        PyBuffer_Release(&wv);
+        return NULL;
+    }
     if (get_buffer(args[0], &xv, sizeof(float), 0, "x")) goto fail_w;
     if (get_buffer(args[5], &ov, sizeof(float), 1, "out")) goto fail_x;
     const long long n_tok = n_items(&xv) / w.k;
@@ -416,7 +440,57 @@ static PyObject *Kernels_stream_read(KernelsObject *self, PyObject *const *args,
     return PyLong_FromUnsignedLongLong(sum);
 }
 
+PyDoc_STRVAR(r16_supported_doc, "r16_supported(type) -> bool\n--\n\n"
+                                "Whether these kernels multiply R16-repacked weights of GGUF `type`.");
+
+static PyObject *Kernels_r16_supported(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    long long type;
+    if (check_nargs(nargs, 1, "r16_supported") || get_ll(args[0], &type, "type")) return NULL;
+    return PyBool_FromLong(type >= 0 && type < GGML_TYPE_COUNT && self->ctx.kt->r16[type] != NULL);
+}
+
+PyDoc_STRVAR(repack_r16_doc,
+             "repack_r16(src, dst, type, n_rows, k, g0, g1)\n--\n\n"
+             "Row groups [g0, g1) (16 rows each) of src (n_rows rows of k weights of GGUF `type`, as the "
+             "file stores them) into dst (as many bytes) in the R16 layout, on every thread.");
+
+static PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 7, "repack_r16")) return NULL;
+    long long g0, g1;
+    if (get_ll(args[5], &g0, "g0") || get_ll(args[6], &g1, "g1")) return NULL;
+    Py_buffer sv, dv;
+    struct qmatrix w;
+    PyObject *const qargs[4] = {args[0], args[2], args[3], args[4]};
+    if (get_qmatrix(qargs, &sv, &w)) return NULL;
+    if (!r16_has_layout(w.type) || w.n_rows % R16_ROWS || g0 < 0 || g0 > g1 || g1 > w.n_rows / R16_ROWS) {
+        PyErr_Format(PyExc_ValueError, "repack_r16: type %d, %lld rows, groups [%lld, %lld) do not fit the R16 layout",
+                     w.type, (long long)w.n_rows, g0, g1);
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    if (get_buffer(args[1], &dv, 1, 1, "dst")) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    if (dv.len != sv.len) {
+        PyErr_Format(PyExc_ValueError, "repack_r16: dst has %zd bytes, src %zd", dv.len, sv.len);
+        PyBuffer_Release(&dv);
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_repack_r16(&self->ctx, w.type, w.data, dv.buf, w.n_rows, w.k, g0, g1);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&dv);
+    PyBuffer_Release(&sv);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Kernels_methods[] = {
+    {"repack_r16", (PyCFunction)(void (*)(void))Kernels_repack_r16, METH_FASTCALL, repack_r16_doc},
+    {"r16_supported", (PyCFunction)(void (*)(void))Kernels_r16_supported, METH_FASTCALL, r16_supported_doc},
     {"matmul", (PyCFunction)(void (*)(void))Kernels_matmul, METH_FASTCALL, matmul_doc},
     {"get_rows", (PyCFunction)(void (*)(void))Kernels_get_rows, METH_FASTCALL, get_rows_doc},
     {"rms_norm", (PyCFunction)(void (*)(void))Kernels_rms_norm, METH_FASTCALL, rms_norm_doc},

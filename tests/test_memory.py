@@ -178,3 +178,47 @@ def test_gate_in_place_equals_a_new_array(name: str) -> None:
         out = getattr(ops, name)(g2, u, out=g2)
         assert out is g2
         np.testing.assert_array_equal(out, expected)
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident KB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(head[1])
+    return total
+
+
+def test_release_drops_the_pages_and_keeps_the_bytes(tiny_model) -> None:
+    path = tiny_model("tiny-llama", "f32")
+    f = GGUFFile.open(path)
+    name = max(f.tensors, key=lambda n: f.tensors[n].n_bytes)
+    data = f.tensor_data(name)
+    expected = data.copy()
+    data.sum()  # every page resident
+    before = _mapped_rss_kb(path)
+    f.release(data)
+    after = _mapped_rss_kb(path)
+    assert before - after >= data.nbytes // 1024 - 8  # all but the partial pages at both ends
+    np.testing.assert_array_equal(data, expected)  # read back from the page cache
+    with pytest.raises(ValueError, match="not inside"):
+        f.release(expected)
+    GGUFFile.parse(str(path), path.read_bytes()).release(expected[:10])  # bytes: nothing to drop
+
+
+def test_a_loaded_model_does_not_hold_its_weights_twice(tiny_model) -> None:
+    from edgelm.kernels.packed import PackedTensor
+
+    path = tiny_model("tiny-qwen2", "q8_0")
+    m = edgelm.load(path)
+    layers = m.transformer.layers
+    weights = [w for layer in layers for w in (*vars(layer.attn).values(), *vars(layer.ffn).values())]
+    packed = sum(w.nbytes for w in weights if isinstance(w, PackedTensor))
+    if not packed:
+        pytest.skip("these kernels read the file's layout")
+    # The file's pages under the repacked tensors were given back (a page at each end may stay).
+    assert _mapped_rss_kb(path) * 1024 <= path.stat().st_size - packed + 2 * 4096 * len(weights)

@@ -8,6 +8,7 @@
 
 #include "../edgelm_ops.h"
 #include "../fp16.h"
+#include "../repack.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
@@ -95,6 +96,27 @@ int main(void) {
                 free(x), free(y), free(ref);
             }
             free(data);
+            /* the same product with the weights repacked, where this ISA reads the R16 layout */
+            if (kt->r16[type]) {
+                const int64_t rows16 = 48;
+                uint8_t *src = malloc(row_bytes * rows16), *packed = malloc(row_bytes * rows16);
+                fill_weights(type, src, rows16, k);
+                const struct qmatrix wf = {src, type, rows16, k, row_bytes, LAYOUT_ROWS};
+                const struct qmatrix wp = {packed, type, rows16, k, row_bytes, LAYOUT_R16};
+                edgelm_repack_r16(&ctx, type, src, packed, rows16, k, 0, rows16 / R16_ROWS);
+                for (int64_t n_tok = 1; n_tok <= 21; n_tok += 10) {
+                    float *x = malloc(sizeof(float) * n_tok * k), *y = malloc(sizeof(float) * n_tok * rows16),
+                          *ref = malloc(sizeof(float) * n_tok * rows16);
+                    for (int64_t i = 0; i < n_tok * k; i++) x[i] = next_normal();
+                    edgelm_matmul(&scalar, &wf, x, n_tok, ref);
+                    edgelm_matmul(&ctx, &wp, x, n_tok, y);
+                    char what[64];
+                    snprintf(what, sizeof what, "matmul R16 %s T=%lld", type_names[ti], (long long)n_tok);
+                    check_close(what, isa_names[isa], y, ref, n_tok * rows16, 2e-5f);
+                    free(x), free(y), free(ref);
+                }
+                free(src), free(packed);
+            }
         }
         /* unary ops and RMSNorm */
         enum { N = 1003 };

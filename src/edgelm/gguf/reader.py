@@ -390,6 +390,23 @@ class GGUFFile:
             raise ModelFileError(self.path, f"tensor {name!r} not found")
         return np.frombuffer(self._buffer, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
 
+    def release(self, view: np.ndarray) -> None:
+        """Drop this process's mapping of the whole pages under `view` (a slice of `tensor_data`).
+
+        For data that was copied out (repacked weights): the pages leave the resident set, stay in the
+        page cache, and come back on the next read of them.  A no-op for a file parsed from bytes.
+        """
+        if not isinstance(self._buffer, mmap.mmap) or view.size == 0:
+            return
+        base = np.frombuffer(self._buffer, dtype=np.uint8, count=1).__array_interface__["data"][0]
+        start = view.__array_interface__["data"][0] - base
+        if not 0 <= start <= self.file_size - view.nbytes:
+            raise ValueError("release: the view is not inside this file's mapping")
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages only: neighbours stay mapped
+        last = (start + view.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            self._buffer.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors.values())
 

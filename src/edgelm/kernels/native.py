@@ -11,11 +11,12 @@ built, so the NumPy backend keeps working.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 
 import numpy as np
 
 from edgelm.kernels.ops import BACKENDS, Ops
+from edgelm.kernels.packed import Layout, PackedTensor, Weight, anonymous_bytes
 from edgelm.weights.qtensor import QTensor
 
 try:
@@ -26,6 +27,11 @@ except ImportError:  # built without a compiler: the NumPy kernels serve
 __all__ = ["NativeOps", "available_isas", "measure_bandwidth", "register"]
 
 _F32 = np.float32
+R16_ROWS = 16  # rows per group of the R16 layout
+# Weights are repacked this many source bytes at a time, each slice's file pages released before the
+# next: a load never holds a tensor twice over.
+REPACK_SLICE_BYTES = 8 << 20
+_ALIGN = 4096  # each repacked tensor starts on a page of its own
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -59,14 +65,50 @@ class NativeOps:
 
     # -- the Ops protocol ------------------------------------------------------------------------
 
-    def matmul(self, x: np.ndarray, w: QTensor) -> np.ndarray:
+    def packable(self, w: QTensor) -> bool:
+        """Whether `prepare` would repack `w` (these kernels have an R16 product for its type)."""
+        return len(w.shape) == 2 and w.shape[0] % R16_ROWS == 0 and bool(self._k.r16_supported(w.ggml_type))
+
+    def prepare(
+        self, weights: Sequence[QTensor], release: Callable[[np.ndarray], None] | None = None
+    ) -> list[Weight]:
+        """`weights` in the layout these kernels multiply fastest: repacked (R16) where they have it.
+
+        The repacked tensors share one anonymous mapping (huge pages where the system allows).
+        `release(view)` is called on each slice of a file's bytes once it is copied out, to drop
+        those pages from memory; the sources themselves are left as they are.
+        """
+        todo = [w for w in weights if self.packable(w)]
+        offsets, total = {}, 0
+        for w in todo:
+            offsets[id(w)] = total
+            total += -(-w.nbytes // _ALIGN) * _ALIGN
+        arena = anonymous_bytes(total)
+        packed: dict[int, PackedTensor] = {}
+        for w in todo:
+            dst = arena[offsets[id(w)] : offsets[id(w)] + w.nbytes].reshape(w.data.shape)
+            self._repack(w, dst, release)
+            packed[id(w)] = PackedTensor(w.name, w.ggml_type, w.shape, dst, Layout.R16, w)
+        return [packed.get(id(w), w) for w in weights]
+
+    def _repack(self, w: QTensor, dst: np.ndarray, release: Callable[[np.ndarray], None] | None) -> None:
+        n_rows, k = w.data.shape[0], w.shape[-1]
+        n_groups = n_rows // R16_ROWS
+        step = max(1, REPACK_SLICE_BYTES // (R16_ROWS * w.data.shape[1]))
+        for g0 in range(0, n_groups, step):
+            g1 = min(n_groups, g0 + step)
+            self._k.repack_r16(w.data, dst, w.ggml_type, n_rows, k, g0, g1)
+            if release is not None:
+                release(w.data[g0 * R16_ROWS : g1 * R16_ROWS])
+
+    def matmul(self, x: np.ndarray, w: Weight) -> np.ndarray:
         """x (..., K) @ w (N, K).T -> (..., N), activations rounded as the reference rounds them."""
         x = _f32(x)
         n_rows, k = w.data.shape[0], w.shape[-1]
         if x.shape[-1] != k:
             raise ValueError(f"matmul: x has rows of {x.shape[-1]}, {w.name!r} expects {k}")
         out = np.empty((*x.shape[:-1], n_rows), _F32)
-        self._k.matmul(x, w.data, w.ggml_type, n_rows, k, out)
+        self._k.matmul(x, w.data, w.ggml_type, n_rows, k, out, w.layout)
         return out
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:

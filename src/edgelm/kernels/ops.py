@@ -8,13 +8,14 @@ it); native backends register themselves in `BACKENDS`.  `select_ops` resolves t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from edgelm.kernels import reference
+from edgelm.kernels.packed import Weight
 from edgelm.weights.qtensor import QTensor
 
 __all__ = ["BACKENDS", "REFERENCE", "Ops", "select_ops"]
@@ -27,7 +28,14 @@ class Ops(Protocol):
 
     name: str
 
-    def matmul(self, x: np.ndarray, w: QTensor) -> np.ndarray: ...
+    def prepare(
+        self, weights: Sequence[QTensor], release: Callable[[np.ndarray], None] | None = None
+    ) -> list[Weight]:
+        """Each of `weights` as this backend's `matmul` reads it fastest (repacked, or the tensor
+        itself); `release` is called on each slice of a tensor's data copied out."""
+        ...
+
+    def matmul(self, x: np.ndarray, w: Weight) -> np.ndarray: ...
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray: ...
 
@@ -66,9 +74,14 @@ class Ops(Protocol):
         ...
 
 
+def _as_is(weights: Sequence[QTensor], release: Callable[[np.ndarray], None] | None = None) -> list[Weight]:
+    return list(weights)
+
+
 @dataclass(frozen=True)
 class _ReferenceOps:
     name: str = "numpy"
+    prepare = staticmethod(_as_is)
     matmul = staticmethod(reference.matmul)
     rms_norm = staticmethod(reference.rms_norm)
     rope_angles = staticmethod(reference.rope_angles)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgelm.kernels.ops import Ops
+from edgelm.kernels.packed import Weight
 from edgelm.runtime.kv_cache import LayerCache
-from edgelm.weights.qtensor import QTensor
 
 __all__ = [
     "AttentionWeights",
@@ -48,10 +48,10 @@ class Rope:
 
 @dataclass(frozen=True)
 class AttentionWeights:
-    wq: QTensor
-    wk: QTensor
-    wv: QTensor
-    wo: QTensor
+    wq: Weight
+    wk: Weight
+    wv: Weight
+    wo: Weight
     bq: np.ndarray | None = None
     bk: np.ndarray | None = None
     bv: np.ndarray | None = None
@@ -61,16 +61,16 @@ class AttentionWeights:
 
 @dataclass(frozen=True)
 class FFNWeights:
-    gate: QTensor
-    up: QTensor
-    down: QTensor
+    gate: Weight
+    up: Weight
+    down: Weight
 
 
 def norm(ops: Ops, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return ops.rms_norm(x, weight, eps)
 
 
-def _project(ops: Ops, x: np.ndarray, w: QTensor, bias: np.ndarray | None) -> np.ndarray:
+def _project(ops: Ops, x: np.ndarray, w: Weight, bias: np.ndarray | None) -> np.ndarray:
     y = ops.matmul(x, w)
     if bias is not None:
         y += bias  # y is new: no second (T, N) array

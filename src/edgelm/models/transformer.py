@@ -15,6 +15,7 @@ import numpy as np
 
 from edgelm.errors import ModelFileError
 from edgelm.kernels.ops import Ops, select_ops
+from edgelm.kernels.packed import Weight
 from edgelm.models.config import ModelConfig
 from edgelm.models.layers import AttentionWeights, FFNWeights, Rope
 from edgelm.models.layout import OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD
@@ -25,6 +26,10 @@ from edgelm.weights.qtensor import QTensor
 __all__ = ["Architecture", "Layer", "Transformer"]
 
 Segments = list[tuple[int, int, LayerCache]]
+
+
+# The matrix products of a block, by their names in the file (blk.N.<name>.weight).
+_LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,16 @@ class Transformer:
     def from_model_file(cls, mf: ModelFile, arch: Architecture, ops: Ops | None = None) -> Transformer:
         cfg = mf.config
         t = mf.tensors
+        ops = ops or select_ops()
+
+        # The layers' matrices in the layout the kernels read fastest (maybe repacked, all at once).
+        # The output head stays as the file has it: a forward computes it for one row per sequence,
+        # where the file's layout streams as fast, and repacking its many rows would only slow loading.
+        names = [f"blk.{i}.{m}.weight" for i in range(cfg.n_layers) for m in _LAYER_MATRICES]
+        prepared = dict(zip(names, ops.prepare([t[n] for n in names], mf.gguf.release), strict=True))
+
+        def matrix(name: str) -> Weight:
+            return prepared[name]
 
         def small(name: str) -> np.ndarray | None:
             """A norm weight or bias: tiny, kept as float32."""
@@ -105,10 +120,10 @@ class Transformer:
                     index=i,
                     attn_norm=need(b + "attn_norm.weight"),
                     attn=AttentionWeights(
-                        wq=t[b + "attn_q.weight"],
-                        wk=t[b + "attn_k.weight"],
-                        wv=t[b + "attn_v.weight"],
-                        wo=t[b + "attn_output.weight"],
+                        wq=matrix(b + "attn_q.weight"),
+                        wk=matrix(b + "attn_k.weight"),
+                        wv=matrix(b + "attn_v.weight"),
+                        wo=matrix(b + "attn_output.weight"),
                         bq=small(b + "attn_q.bias"),
                         bk=small(b + "attn_k.bias"),
                         bv=small(b + "attn_v.bias"),
@@ -117,7 +132,9 @@ class Transformer:
                     ),
                     ffn_norm=need(b + "ffn_norm.weight"),
                     ffn=FFNWeights(
-                        t[b + "ffn_gate.weight"], t[b + "ffn_up.weight"], t[b + "ffn_down.weight"]
+                        matrix(b + "ffn_gate.weight"),
+                        matrix(b + "ffn_up.weight"),
+                        matrix(b + "ffn_down.weight"),
                     ),
                     rope=rope,
                     window=cfg.sliding_window if local else 0,
@@ -134,7 +151,7 @@ class Transformer:
             output=t.get(OUTPUT, t[TOKEN_EMBD]),
             embed_scale=arch.embed_scale(cfg),
             q_scale=arch.q_scale(cfg),
-            ops=ops or select_ops(),
+            ops=ops,
             model_file=mf,
         )
 

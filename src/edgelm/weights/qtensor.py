@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ class QTensor:
     ggml_type: GGMLType
     shape: tuple[int, ...]  # NumPy order: (rows..., row length)
     data: np.ndarray  # uint8 (n_rows, row_bytes), usually a read-only view into the file
+    layout: ClassVar[int] = 0  # the bytes in the file's order (kernels may repack: kernels.packed)
 
     @classmethod
     def from_buffer(cls, name: str, ggml_type: GGMLType, shape: tuple[int, ...], raw: np.ndarray) -> QTensor:

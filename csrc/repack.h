@@ -1,0 +1,40 @@
+/* The R16 weight layout: the rows of a matrix in groups of 16, interleaved block by block.
+ *
+ * A kernel that keeps one output row per 32-bit vector lane reads a block of all 16 rows with a few
+ * whole-vector loads: no per-row horizontal sums, no gathering of scales.  Repacking happens once, at
+ * load, and keeps the bits: a group takes exactly the bytes of its 16 rows in the file.
+ *
+ * Group g holds rows 16g .. 16g+15; inside it, block b (32 weights of each row) takes 16 * type_size
+ * bytes at b * 16 * type_size:
+ *   Q8_0  d[16] (f16) | 8 chunk vectors: lane r = weights 4c .. 4c+3 of row r, as q + 128 (unsigned)
+ *   Q4_0  d[16] | 4 nibble vectors: lane r = packed bytes 4p .. 4p+3 of row r (low nibbles: weights
+ *         4p .. 4p+3, high nibbles: weights 16+4p .. 16+4p+3)
+ *   Q4_1  d[16] | m[16] | 4 nibble vectors
+ *   Q5_0  d[16] | 8 masks (u64): bit 4r+i of mask c = high bit of weight 4c+i of row r | 4 nibble vectors
+ *   Q5_1  d[16] | m[16] | 8 masks | 4 nibble vectors
+ * (a vector is 64 bytes: 16 lanes of 4 bytes). */
+#ifndef EDGELM_REPACK_H
+#define EDGELM_REPACK_H
+
+#include <stdint.h>
+
+#include "ggml_types.h"
+
+#define R16_ROWS 16
+#define R16_VECTOR_BYTES 64
+#define R16_CHUNKS 8 /* chunks of 4 weights in a block of 32 */
+#define R16_NIBBLE_VECTORS 4
+#define R16_MASK_BYTES (R16_CHUNKS * 8)
+
+/* Weight layouts a struct qmatrix may have. */
+enum weight_layout { LAYOUT_ROWS = 0, LAYOUT_R16 = 1 };
+
+/* Whether `type` has an R16 layout. */
+int r16_has_layout(int type);
+
+/* Repack groups [g0, g1) of a matrix (n_rows rows of k weights, file layout, at src) into the R16
+ * layout at dst (the same number of bytes as src); 0, or -1 when the type has no R16 layout or
+ * the shape does not fit it (n_rows a multiple of 16). */
+int r16_repack(int type, const uint8_t *src, uint8_t *dst, int64_t n_rows, int64_t k, int64_t g0, int64_t g1);
+
+#endif
