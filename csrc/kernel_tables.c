@@ -43,7 +43,8 @@ const struct kernel_table kernels_avx512 = {
         {
             [GGML_TYPE_Q8_0] = r16_groups_avx512, [GGML_TYPE_Q4_0] = r16_groups_avx512,
             [GGML_TYPE_Q4_1] = r16_groups_avx512, [GGML_TYPE_Q5_0] = r16_groups_avx512,
-            [GGML_TYPE_Q5_1] = r16_groups_avx512,
+            [GGML_TYPE_Q5_1] = r16_groups_avx512, [GGML_TYPE_Q4_K] = r16_groups_avx512,
+            [GGML_TYPE_Q6_K] = r16_groups_avx512,
         },
 };
 #endif

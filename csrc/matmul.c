@@ -126,7 +126,8 @@ static void r16_chunk(void *ctx, long long chunk, int ith) {
 int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y) {
     const struct kernel_table *kt = ctx->kt;
     const int bs = ggml_block_size(w->type);
-    if (bs == 0 || w->k % bs != 0 || w->row_bytes != (size_t)(w->k / bs) * ggml_type_size(w->type)) return EINVAL;
+    const size_t row_bytes = w->layout == LAYOUT_R16 ? r16_row_bytes(w->type, w->k) : (size_t)(w->k / bs) * ggml_type_size(w->type);
+    if (bs == 0 || w->k % bs != 0 || w->row_bytes != row_bytes) return EINVAL;
     if (w->layout == LAYOUT_R16 && (!kt->r16[w->type] || w->n_rows % R16_ROWS)) return EINVAL;
     if (n_tok <= 0 || w->n_rows <= 0) return 0;
     struct exec ex;

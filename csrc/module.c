@@ -71,7 +71,7 @@ static PyObject *raise_errno(int err) {
 }
 
 /* A weight matrix: (buffer, type, n_rows, k) -> qmatrix, checking the byte count. */
-static int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w) {
+static int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w, int layout) {
     long long type, n_rows, k;
     if (get_ll(args[1], &type, "type") || get_ll(args[2], &n_rows, "n_rows") || get_ll(args[3], &k, "k")) return -1;
     const int bs = type >= 0 && type < GGML_TYPE_COUNT ? ggml_block_size((int)type) : 0;
@@ -88,8 +88,8 @@ static int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w
     w->type = (int)type;
     w->n_rows = n_rows;
     w->k = k;
-    w->row_bytes = (size_t)(k / bs) * ggml_type_size((int)type);
-    w->layout = LAYOUT_ROWS;
+    w->row_bytes = layout == LAYOUT_R16 ? r16_row_bytes((int)type, k) : (size_t)(k / bs) * ggml_type_size((int)type);
+    w->layout = layout;
     if (view->len != (Py_ssize_t)(w->row_bytes * (size_t)n_rows)) {
         PyErr_Format(PyExc_ValueError, "w: expected %zu bytes, got %zd", w->row_bytes * (size_t)n_rows, view->len);
         PyBuffer_Release(view);
@@ -123,8 +123,7 @@ static PyObject *Kernels_matmul(KernelsObject *self, PyObject *const *args, Py_s
     }
     Py_buffer wv, xv, ov;
     struct qmatrix w;
-    if (get_qmatrix(args + 1, &wv, &w)) return NULL;
-    w.layout = (int)layout;
+    if (get_qmatrix(args + 1, &wv, &w, (int)layout)) return NULL;
     if (w.layout == LAYOUT_R16 && w.n_rows % R16_ROWS) {
         PyErr_Format(PyExc_ValueError, "R16 weights need a multiple of %d rows, not %lld", R16_ROWS, (long long)w.n_rows);
         PyBuffer_Release(&wv);
@@ -163,7 +162,7 @@ static PyObject *Kernels_get_rows(KernelsObject *self, PyObject *const *args, Py
     if (check_nargs(nargs, 6, "get_rows")) return NULL;
     Py_buffer wv, iv, ov;
     struct qmatrix w;
-    if (get_qmatrix(args, &wv, &w)) return NULL;
+    if (get_qmatrix(args, &wv, &w, LAYOUT_ROWS)) return NULL;
     if (get_buffer(args[4], &iv, sizeof(int64_t), 0, "ids")) goto fail_w;
     if (get_buffer(args[5], &ov, sizeof(float), 1, "out")) goto fail_i;
     if (check_items(&ov, (long long)n_items(&iv) * w.k, "out")) goto fail_o;
@@ -452,7 +451,7 @@ static PyObject *Kernels_r16_supported(KernelsObject *self, PyObject *const *arg
 PyDoc_STRVAR(repack_r16_doc,
              "repack_r16(src, dst, type, n_rows, k, g0, g1)\n--\n\n"
              "Row groups [g0, g1) (16 rows each) of src (n_rows rows of k weights of GGUF `type`, as the "
-             "file stores them) into dst (as many bytes) in the R16 layout, on every thread.");
+             "file stores them) into dst in the R16 layout (r16_row_bytes(type, k) * n_rows bytes), on every thread.");
 
 static PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (check_nargs(nargs, 7, "repack_r16")) return NULL;
@@ -461,7 +460,7 @@ static PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, 
     Py_buffer sv, dv;
     struct qmatrix w;
     PyObject *const qargs[4] = {args[0], args[2], args[3], args[4]};
-    if (get_qmatrix(qargs, &sv, &w)) return NULL;
+    if (get_qmatrix(qargs, &sv, &w, LAYOUT_ROWS)) return NULL;
     if (!r16_has_layout(w.type) || w.n_rows % R16_ROWS || g0 < 0 || g0 > g1 || g1 > w.n_rows / R16_ROWS) {
         PyErr_Format(PyExc_ValueError, "repack_r16: type %d, %lld rows, groups [%lld, %lld) do not fit the R16 layout",
                      w.type, (long long)w.n_rows, g0, g1);
@@ -472,8 +471,9 @@ static PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, 
         PyBuffer_Release(&sv);
         return NULL;
     }
-    if (dv.len != sv.len) {
-        PyErr_Format(PyExc_ValueError, "repack_r16: dst has %zd bytes, src %zd", dv.len, sv.len);
+    const Py_ssize_t want = (Py_ssize_t)(r16_row_bytes(w.type, w.k) * (size_t)w.n_rows);
+    if (dv.len != want) {
+        PyErr_Format(PyExc_ValueError, "repack_r16: dst has %zd bytes, the R16 layout takes %zd", dv.len, want);
         PyBuffer_Release(&dv);
         PyBuffer_Release(&sv);
         return NULL;
@@ -488,7 +488,21 @@ static PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, 
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(r16_row_bytes_doc, "r16_row_bytes(type, k) -> int\n--\n\n"
+                                "Bytes per row of `type` rows of k weights in the R16 layout (0: it has none).");
+
+static PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    long long type, k;
+    if (check_nargs(nargs, 2, "r16_row_bytes") || get_ll(args[0], &type, "type") || get_ll(args[1], &k, "k"))
+        return NULL;
+    const int bs = type >= 0 && type < GGML_TYPE_COUNT ? ggml_block_size((int)type) : 0;
+    if (bs == 0 || k <= 0 || k % bs || !r16_has_layout((int)type)) return PyLong_FromLong(0);
+    return PyLong_FromSize_t(r16_row_bytes((int)type, k));
+}
+
 static PyMethodDef Kernels_methods[] = {
+    {"r16_row_bytes", (PyCFunction)(void (*)(void))Kernels_r16_row_bytes, METH_FASTCALL, r16_row_bytes_doc},
     {"repack_r16", (PyCFunction)(void (*)(void))Kernels_repack_r16, METH_FASTCALL, repack_r16_doc},
     {"r16_supported", (PyCFunction)(void (*)(void))Kernels_r16_supported, METH_FASTCALL, r16_supported_doc},
     {"matmul", (PyCFunction)(void (*)(void))Kernels_matmul, METH_FASTCALL, matmul_doc},

@@ -102,7 +102,129 @@ INLINE void r16_tile(const int type, const uint8_t *grp, const struct act *a, in
     for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, _mm512_add_ps(acc[j], corr[j]));
 }
 
-#define TILE(T, NT) r16_tile(T, grp, a, t0, NT, y, m->y_stride)
+/* ---- the K-quants: super-blocks of 256 weights, integer sub-block scales ---------------------------- */
+
+INLINE void prefetch_block(const uint8_t *blk, size_t bytes) {
+    for (size_t off = 0; off < bytes; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), _MM_HINT_T0);
+}
+
+/* Sum over 8 chunk vectors w[0..7] (32 weights of 16 rows) against x[0..31]: two chains when alone. */
+INLINE __m512i dot32(const __m512i *w, const int8_t *x) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int c = 0; c < R16_CHUNKS; c += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, w[c], bcast4(x + 4 * c));
+        s1 = _mm512_dpbusd_epi32(s1, w[c + 1], bcast4(x + 4 * c + 4));
+    }
+    return _mm512_add_epi32(s0, s1);
+}
+
+/* Q4_K: y = sum over super-blocks of d*dx * sum_j scale_j (q.x)_j - dmin*dx * sum_j min_j sum(x)_j. */
+INLINE void r16_tile_q4_K(const uint8_t *grp, const struct act *a, int64_t t0, const int nt, float *y,
+                          int64_t y_stride) {
+    const int64_t nb = a->n_blocks, k = a->k;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8((char)0xF0);
+    __m512 acc[NT_MAX], corr[NT_MAX];
+    for (int j = 0; j < nt; j++) acc[j] = corr[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + b * R16_Q4_K_BYTES;
+        prefetch_block(blk, R16_Q4_K_BYTES);
+        const uint8_t *scales = blk + 64, *mins = scales + 128, *qs = mins + 128;
+        __m512i isum[NT_MAX], msum[NT_MAX];
+        for (int j = 0; j < nt; j++) isum[j] = msum[j] = _mm512_setzero_si512();
+        for (int p = 0; p < 4; p++) {
+            __m512i lo[R16_CHUNKS], hi[R16_CHUNKS];
+            for (int v = 0; v < R16_CHUNKS; v++) {
+                const __m512i q = _mm512_loadu_si512(qs + (p * R16_CHUNKS + v) * R16_VECTOR_BYTES);
+                lo[v] = _mm512_and_si512(q, low4);
+                hi[v] = _mm512_and_si512(q, high4); /* 16 x the high nibble: one op, divided out below */
+            }
+            const __m512i sc_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(scales + 2 * p * R16_ROWS)));
+            const __m512i sc_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(scales + (2 * p + 1) * R16_ROWS)));
+            const __m512i min_pair = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(mins + 32 * p)));
+            for (int j = 0; j < nt; j++) {
+                const int8_t *x = a->q + (t0 + j) * k + b * QK_K + 64 * p;
+                const __m512i s_hi = _mm512_srai_epi32(dot32(hi, x + 32), 4); /* exact: a multiple of 16 */
+                const __m512i s = _mm512_add_epi32(_mm512_mullo_epi32(dot32(lo, x), sc_lo), _mm512_mullo_epi32(s_hi, sc_hi));
+                isum[j] = _mm512_add_epi32(isum[j], s);
+                /* the activation sums of sub-blocks 2p, 2p+1 (each two sums of 16), as an int16 pair */
+                const int16_t *bs = a->bsums + (t0 + j) * (k / 16) + b * QK_K_SUB16 + 4 * p;
+                const uint32_t pair = (uint16_t)(bs[0] + bs[1]) | (uint32_t)(uint16_t)(bs[2] + bs[3]) << 16;
+                msum[j] = _mm512_dpwssd_epi32(msum[j], min_pair, _mm512_set1_epi32((int)pair));
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)));
+        for (int j = 0; j < nt; j++) {
+            const __m512 dx = _mm512_set1_ps(a->d[(t0 + j) * nb + b]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), acc[j]);
+            corr[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[j]), _mm512_mul_ps(dmin, dx), corr[j]);
+        }
+    }
+    for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, _mm512_add_ps(acc[j], corr[j]));
+}
+
+/* Q6_K: y = sum over super-blocks of d*dx * sum_j scale_j ((q.x)_j - 32 sum(x)_j). */
+INLINE void r16_tile_q6_K(const uint8_t *grp, const struct act *a, int64_t t0, const int nt, float *y,
+                          int64_t y_stride) {
+    const int64_t nb = a->n_blocks, k = a->k;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), top2 = _mm512_set1_epi8(0x30);
+    __m512 acc[NT_MAX];
+    for (int j = 0; j < nt; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + b * R16_Q6_K_BYTES;
+        prefetch_block(blk, R16_Q6_K_BYTES);
+        const uint8_t *scales = blk + 32, *qv = scales + 256;
+        __m512i isum[NT_MAX], osum[NT_MAX];
+        for (int j = 0; j < nt; j++) isum[j] = osum[j] = _mm512_setzero_si512();
+        for (int p = 0; p < 8; p++) {
+            const uint8_t *nib = qv + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
+            __m512i w[R16_CHUNKS];
+            for (int v = 0; v < 4; v++) {
+                const __m512i q = _mm512_loadu_si512(nib + v * R16_VECTOR_BYTES);
+                w[v] = _mm512_and_si512(q, low4);
+                w[v + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+            }
+            for (int h = 0; h < 2; h++) {
+                const __m512i hb = _mm512_loadu_si512(high + h * R16_VECTOR_BYTES);
+                /* bits 2s, 2s+1 of each byte to bits 4, 5, or-ed into the low nibble (0xF8: a | (b & c)) */
+                w[4 * h + 0] = _mm512_ternarylogic_epi32(w[4 * h + 0], _mm512_slli_epi16(hb, 4), top2, 0xF8);
+                w[4 * h + 1] = _mm512_ternarylogic_epi32(w[4 * h + 1], _mm512_slli_epi16(hb, 2), top2, 0xF8);
+                w[4 * h + 2] = _mm512_ternarylogic_epi32(w[4 * h + 2], hb, top2, 0xF8);
+                w[4 * h + 3] = _mm512_ternarylogic_epi32(w[4 * h + 3], _mm512_srli_epi16(hb, 2), top2, 0xF8);
+            }
+            const __m512i pair = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(scales + 32 * p)));
+            const __m512i sc_a = _mm512_srai_epi32(_mm512_slli_epi32(pair, 16), 16), sc_b = _mm512_srai_epi32(pair, 16);
+            for (int j = 0; j < nt; j++) {
+                const int8_t *x = a->q + (t0 + j) * k + b * QK_K + 32 * p;
+                __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+                for (int c = 0; c < 4; c++) {
+                    s0 = _mm512_dpbusd_epi32(s0, w[c], bcast4(x + 4 * c));
+                    s1 = _mm512_dpbusd_epi32(s1, w[c + 4], bcast4(x + 16 + 4 * c));
+                }
+                isum[j] = _mm512_add_epi32(isum[j], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc_a), _mm512_mullo_epi32(s1, sc_b)));
+                int32_t bs_pair; /* the activation sums of sub-blocks 2p, 2p+1 */
+                memcpy(&bs_pair, a->bsums + (t0 + j) * (k / 16) + b * QK_K_SUB16 + 2 * p, sizeof bs_pair);
+                osum[j] = _mm512_dpwssd_epi32(osum[j], pair, _mm512_set1_epi32(bs_pair));
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        for (int j = 0; j < nt; j++) {
+            const __m512i total = _mm512_sub_epi32(isum[j], _mm512_slli_epi32(osum[j], 5)); /* -32 * offsets */
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(d, _mm512_set1_ps(a->d[(t0 + j) * nb + b])),
+                                     acc[j]);
+        }
+    }
+    for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, acc[j]);
+}
+
+INLINE void tile_any(const int type, const uint8_t *grp, const struct act *a, int64_t t0, const int nt, float *y,
+                     int64_t y_stride) {
+    if (type == GGML_TYPE_Q4_K) r16_tile_q4_K(grp, a, t0, nt, y, y_stride);
+    else if (type == GGML_TYPE_Q6_K) r16_tile_q6_K(grp, a, t0, nt, y, y_stride);
+    else r16_tile(type, grp, a, t0, nt, y, y_stride);
+}
+
+#define TILE(T, NT) tile_any(T, grp, a, t0, NT, y, m->y_stride)
 
 INLINE void r16_groups_type(const int type, const struct matmul_args *m, int64_t g0, int64_t g1) {
     const struct act *a = m->a;
@@ -133,6 +255,8 @@ void r16_groups_avx512(const struct matmul_args *m, int64_t g0, int64_t g1) {
     case GGML_TYPE_Q4_1: r16_groups_type(GGML_TYPE_Q4_1, m, g0, g1); break;
     case GGML_TYPE_Q5_0: r16_groups_type(GGML_TYPE_Q5_0, m, g0, g1); break;
     case GGML_TYPE_Q5_1: r16_groups_type(GGML_TYPE_Q5_1, m, g0, g1); break;
+    case GGML_TYPE_Q4_K: r16_groups_type(GGML_TYPE_Q4_K, m, g0, g1); break;
+    case GGML_TYPE_Q6_K: r16_groups_type(GGML_TYPE_Q6_K, m, g0, g1); break;
     default: break;
     }
 }

@@ -8,18 +8,79 @@
 
 #include "fp16.h"
 
+static void put16(uint8_t *dst, int r, uint16_t v) { memcpy(dst + 2 * r, &v, sizeof v); }
+
 int r16_has_layout(int type) {
     switch (type) {
     case GGML_TYPE_Q8_0:
     case GGML_TYPE_Q4_0:
     case GGML_TYPE_Q4_1:
     case GGML_TYPE_Q5_0:
-    case GGML_TYPE_Q5_1: return 1;
+    case GGML_TYPE_Q5_1:
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q6_K: return 1;
     default: return 0;
     }
 }
 
-static void put16(uint8_t *dst, int r, uint16_t v) { memcpy(dst + 2 * r, &v, sizeof v); }
+size_t r16_row_bytes(int type, int64_t k) {
+    const int bs = ggml_block_size(type);
+    if (bs == 0) return 0;
+    const size_t blocks = (size_t)(k / bs);
+    if (type == GGML_TYPE_Q4_K) return blocks * (R16_Q4_K_BYTES / R16_ROWS);
+    return blocks * ggml_type_size(type);
+}
+
+/* One Q4_K super-block of 16 rows, `stride` bytes apart. */
+static void repack_q4_K(const uint8_t *src, size_t stride, uint8_t *dst) {
+    uint8_t *scales = dst + 64, *mins = dst + 64 + 128, *qs = dst + 64 + 128 + 128;
+    for (int r = 0; r < R16_ROWS; r++) {
+        const block_q4_K *b = (const block_q4_K *)(src + r * stride);
+        put16(dst, r, b->d);
+        put16(dst + 32, r, b->dmin);
+        uint8_t sm[16];
+        k_scales_mins(b->scales, sm);
+        for (int j = 0; j < 8; j++) scales[j * R16_ROWS + r] = sm[j];
+        for (int p = 0; p < 4; p++) {
+            mins[p * 32 + 2 * r] = sm[8 + 2 * p];
+            mins[p * 32 + 2 * r + 1] = sm[8 + 2 * p + 1];
+        }
+        for (int p = 0; p < 4; p++)
+            for (int v = 0; v < 8; v++) memcpy(qs + (p * 8 + v) * R16_VECTOR_BYTES + 4 * r, b->qs + 32 * p + 4 * v, 4);
+    }
+}
+
+/* The 6-bit value of weight i of a Q6_K block (0..63; the weight is d * scale * (q - 32)). */
+static int q6_K_value(const block_q6_K *b, int i) {
+    const int half = i / 128, l = i % 32, quarter = (i % 128) / 32;
+    const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
+    const int low = quarter & 1 ? ql[l + 32] : ql[l];
+    const int low4 = quarter < 2 ? low & 0xF : low >> 4;
+    return low4 | ((qh[l] >> (2 * quarter)) & 3) << 4;
+}
+
+/* One Q6_K super-block of 16 rows, `stride` bytes apart. */
+static void repack_q6_K(const uint8_t *src, size_t stride, uint8_t *dst) {
+    uint8_t *scales = dst + 32, *q = dst + 32 + 256;
+    memset(q, 0, 8 * 6 * R16_VECTOR_BYTES);
+    for (int r = 0; r < R16_ROWS; r++) {
+        const block_q6_K *b = (const block_q6_K *)(src + r * stride);
+        put16(dst, r, b->d);
+        for (int p = 0; p < 8; p++) {
+            scales[p * 32 + 2 * r] = (uint8_t)b->scales[2 * p];
+            scales[p * 32 + 2 * r + 1] = (uint8_t)b->scales[2 * p + 1];
+        }
+        for (int p = 0; p < 8; p++) {
+            uint8_t *nib = q + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
+            for (int j = 0; j < 32; j++) {
+                const int w = q6_K_value(b, 32 * p + j);
+                const int v = (j % 16) / 4, i = j % 4, s = (j % 16) / 4, h = j / 16;
+                nib[v * R16_VECTOR_BYTES + 4 * r + i] |= (uint8_t)((w & 0xF) << (j < 16 ? 0 : 4));
+                high[h * R16_VECTOR_BYTES + 4 * r + i] |= (uint8_t)((w >> 4) << (2 * s));
+            }
+        }
+    }
+}
 
 /* Q4_x / Q5_x nibbles: vector p (p < 4), lane r = bytes 4p .. 4p+3 of row r's 16 packed bytes. */
 static void put_nibbles(uint8_t *dst, int r, const uint8_t *qs) {
@@ -127,11 +188,16 @@ int r16_repack(int type, const uint8_t *src, uint8_t *dst, int64_t n_rows, int64
     if (!r16_has_layout(type) || bs == 0 || k % bs || n_rows % R16_ROWS || g0 < 0 || g1 > n_rows / R16_ROWS)
         return -1;
     const size_t ts = ggml_type_size(type), row_bytes = (size_t)(k / bs) * ts;
-    const size_t block_bytes = R16_ROWS * ts; /* one block of the group's 16 rows */
+    const size_t packed_row = r16_row_bytes(type, k);
+    const size_t block_bytes = R16_ROWS * packed_row / (size_t)(k / bs); /* one block of 16 rows */
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *rows = src + (size_t)g * R16_ROWS * row_bytes;
-        uint8_t *out = dst + (size_t)g * R16_ROWS * row_bytes;
-        for (int64_t b = 0; b < k / bs; b++) repack_block32(type, rows + b * ts, row_bytes, out + b * block_bytes);
+        uint8_t *out = dst + (size_t)g * R16_ROWS * packed_row;
+        for (int64_t b = 0; b < k / bs; b++) {
+            if (type == GGML_TYPE_Q4_K) repack_q4_K(rows + b * ts, row_bytes, out + b * block_bytes);
+            else if (type == GGML_TYPE_Q6_K) repack_q6_K(rows + b * ts, row_bytes, out + b * block_bytes);
+            else repack_block32(type, rows + b * ts, row_bytes, out + b * block_bytes);
+        }
     }
     return 0;
 }

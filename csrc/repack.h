@@ -12,7 +12,17 @@
  *   Q4_1  d[16] | m[16] | 4 nibble vectors
  *   Q5_0  d[16] | 8 masks (u64): bit 4r+i of mask c = high bit of weight 4c+i of row r | 4 nibble vectors
  *   Q5_1  d[16] | m[16] | 8 masks | 4 nibble vectors
- * (a vector is 64 bytes: 16 lanes of 4 bytes). */
+ * and super-block b (256 weights of each row) of the K-quants takes R16_Q4_K_BYTES / R16_Q6_K_BYTES:
+ *   Q4_K  d[16] | dmin[16] | scale[j][r] (u8, j = 32-weight sub-block) | min[p][r][2] (u8, the mins of
+ *         sub-blocks 2p, 2p+1: a pair per lane) | for each 64 weights p: 8 nibble vectors, vector v
+ *         lane r = packed bytes 32p+4v .. 32p+4v+3 of row r (low nibbles: weights 64p+4v+i, high:
+ *         64p+32+4v+i)
+ *   Q6_K  d[16] | scale[p][r][2] (i8, the scales of 16-weight sub-blocks 2p, 2p+1) | for each 32
+ *         weights p: 4 nibble vectors (vector v lane r byte i: low nibble = low 4 bits of weight
+ *         32p+4v+i, high nibble = of weight 32p+16+4v+i) and 2 high-bit vectors (vector h lane r byte i
+ *         bits 2s, 2s+1 = the top 2 bits of weight 32p+16h+4s+i)
+ * (a vector is 64 bytes: 16 lanes of 4 bytes).  Q4_K's unpacked scales and mins make its groups 2.8%
+ * larger than the file's rows; every other layout keeps the size. */
 #ifndef EDGELM_REPACK_H
 #define EDGELM_REPACK_H
 
@@ -26,11 +36,17 @@
 #define R16_NIBBLE_VECTORS 4
 #define R16_MASK_BYTES (R16_CHUNKS * 8)
 
+#define R16_Q4_K_BYTES (2 * 32 + 8 * 16 + 4 * 32 + 4 * 8 * R16_VECTOR_BYTES)
+#define R16_Q6_K_BYTES (32 + 8 * 32 + 8 * 6 * R16_VECTOR_BYTES)
+
 /* Weight layouts a struct qmatrix may have. */
 enum weight_layout { LAYOUT_ROWS = 0, LAYOUT_R16 = 1 };
 
 /* Whether `type` has an R16 layout. */
 int r16_has_layout(int type);
+
+/* Bytes per row of a matrix of rows of k weights in the R16 layout (groups take 16 rows' worth). */
+size_t r16_row_bytes(int type, int64_t k);
 
 /* Repack groups [g0, g1) of a matrix (n_rows rows of k weights, file layout, at src) into the R16
  * layout at dst (the same number of bytes as src); 0, or -1 when the type has no R16 layout or

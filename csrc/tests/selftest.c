@@ -99,10 +99,11 @@ int main(void) {
             /* the same product with the weights repacked, where this ISA reads the R16 layout */
             if (kt->r16[type]) {
                 const int64_t rows16 = 48;
-                uint8_t *src = malloc(row_bytes * rows16), *packed = malloc(row_bytes * rows16);
+                const size_t packed_row = r16_row_bytes(type, k);
+                uint8_t *src = malloc(row_bytes * rows16), *packed = malloc(packed_row * rows16);
                 fill_weights(type, src, rows16, k);
                 const struct qmatrix wf = {src, type, rows16, k, row_bytes, LAYOUT_ROWS};
-                const struct qmatrix wp = {packed, type, rows16, k, row_bytes, LAYOUT_R16};
+                const struct qmatrix wp = {packed, type, rows16, k, packed_row, LAYOUT_R16};
                 edgelm_repack_r16(&ctx, type, src, packed, rows16, k, 0, rows16 / R16_ROWS);
                 for (int64_t n_tok = 1; n_tok <= 21; n_tok += 10) {
                     float *x = malloc(sizeof(float) * n_tok * k), *y = malloc(sizeof(float) * n_tok * rows16),

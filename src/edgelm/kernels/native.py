@@ -79,14 +79,17 @@ class NativeOps:
         those pages from memory; the sources themselves are left as they are.
         """
         todo = [w for w in weights if self.packable(w)]
-        offsets, total = {}, 0
+        spans: dict[int, tuple[int, int]] = {}  # id(w) -> (offset, bytes per row)
+        total = 0
         for w in todo:
-            offsets[id(w)] = total
-            total += -(-w.nbytes // _ALIGN) * _ALIGN
+            row = int(self._k.r16_row_bytes(w.ggml_type, w.shape[-1]))
+            spans[id(w)] = (total, row)
+            total += -(-row * w.shape[0] // _ALIGN) * _ALIGN
         arena = anonymous_bytes(total)
         packed: dict[int, PackedTensor] = {}
         for w in todo:
-            dst = arena[offsets[id(w)] : offsets[id(w)] + w.nbytes].reshape(w.data.shape)
+            offset, row = spans[id(w)]
+            dst = arena[offset : offset + row * w.shape[0]].reshape(w.shape[0], row)
             self._repack(w, dst, release)
             packed[id(w)] = PackedTensor(w.name, w.ggml_type, w.shape, dst, Layout.R16, w)
         return [packed.get(id(w), w) for w in weights]

@@ -29,12 +29,12 @@ class Layout(IntEnum):
 
 @dataclass(frozen=True, eq=False)
 class PackedTensor:
-    """A weight matrix in a kernel layout: as many bytes as the file's tensor, in another order."""
+    """A weight matrix in a kernel layout: the file's tensor in another order (about its size)."""
 
     name: str
     ggml_type: GGMLType
     shape: tuple[int, ...]
-    data: np.ndarray  # uint8 (n_rows, row_bytes): the same size as the source's data
+    data: np.ndarray  # uint8 (n_rows, bytes per row in the layout)
     layout: Layout
     source: QTensor  # the file's tensor (dequantize, rows)
 
