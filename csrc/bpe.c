@@ -237,3 +237,140 @@ int64_t bpe_encode_word(struct bpe *b, const uint8_t *word, int64_t n, int32_t *
         if (sym[i].id != NO_TOKEN) out[n_out++] = sym[i].id;
     return n_out;
 }
+
+/* ---- tables from the vocab's strings ------------------------------------------------------------ */
+
+/* Length of the well-formed UTF-8 character at p (n bytes there), 0 if there is none: the rules of
+ * Python's decoder, which turns every byte of an ill-formed sequence into a character of its own. */
+static int utf8_char_len(const uint8_t *p, int64_t n) {
+    const uint8_t c = p[0];
+    if (c < 0x80) return 1;
+    const int len = c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
+    if (len == 0 || n < len) return 0;
+    const uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    const uint8_t hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int i = 2; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+/* Whether a character starts in the last bytes of a and ends in b: decoded apart, the two halves
+ * would be one character a byte, so no token's text equals the parts' texts joined. */
+static int splits_a_char(const uint8_t *a, int64_t na, const uint8_t *b, int64_t nb) {
+    uint8_t joint[7];
+    for (int k = 1; k <= 3 && k <= na; k++) {
+        if (a[na - k] < 0xC2) continue; /* not a lead byte */
+        const int64_t from_b = nb < 3 ? nb : 3;
+        memcpy(joint, a + na - k, (size_t)k);
+        memcpy(joint + k, b, (size_t)from_b);
+        if (utf8_char_len(joint, k + from_b) > k) return 1;
+    }
+    return 0;
+}
+
+/* GPT-2's byte alphabet: the character of each byte, and the byte of each character below
+ * ALPHABET_END (-1 for the others). */
+#define ALPHABET_END 0x144
+
+static void byte_alphabet(uint16_t chars[256], int16_t bytes[ALPHABET_END]) {
+    int n = 0;
+    for (int c = 0; c < ALPHABET_END; c++) bytes[c] = -1;
+    for (int b = 0; b < 256; b++) {
+        const int printable = (b >= 0x21 && b < 0x7F) || (b >= 0xA1 && b < 0xAD) || b >= 0xAE;
+        chars[b] = (uint16_t)(printable ? b : 256 + n++);
+        bytes[chars[b]] = (int16_t)b;
+    }
+}
+
+/* The bytes a token's characters stand for, into out; -1 if a character is outside the alphabet
+ * (anything from U+0144 on takes three or more bytes; ill-formed bytes decode to surrogates). */
+static int64_t unalphabet(const uint8_t *p, int64_t n, const int16_t bytes[ALPHABET_END], uint8_t *out) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n;) {
+        int cp;
+        if (p[i] < 0x80) {
+            cp = p[i++];
+        } else if (p[i] >= 0xC2 && p[i] < 0xC6 && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) {
+            cp = (p[i] & 0x1F) << 6 | (p[i + 1] & 0x3F);
+            i += 2;
+        } else {
+            return -1;
+        }
+        if (cp >= ALPHABET_END || bytes[cp] < 0) return -1;
+        out[k++] = (uint8_t)bytes[cp];
+    }
+    return k;
+}
+
+void bpe_tables_free(struct bpe_tables *t) {
+    free(t->left);
+    free(t->right);
+    free(t->result);
+    free(t->raw);
+    free(t->offsets);
+    memset(t, 0, sizeof *t);
+}
+
+int bpe_tables_build(const struct packed_strings *tokens, const struct packed_strings *merges, int want_raw,
+                     struct bpe_tables *t) {
+    memset(t, 0, sizeof *t);
+    struct text_index x = {0};
+    const size_t n_m = merges->n > 0 ? (size_t)merges->n : 1;
+    t->left = malloc(n_m * sizeof *t->left);
+    t->right = malloc(n_m * sizeof *t->right);
+    t->result = malloc(n_m * sizeof *t->result);
+    if (!t->left || !t->right || !t->result || text_index_build(&x, tokens, 1)) goto fail;
+
+    for (int64_t m = 0; m < merges->n; m++) {
+        const uint8_t *p = merges->data + merges->starts[m];
+        const int64_t n = merges->lengths[m];
+        const uint8_t *space = n > 1 ? memchr(p + 1, ' ', (size_t)(n - 1)) : NULL;
+        if (!space) {
+            t->n_dropped++;
+            continue;
+        }
+        const int64_t na = space - p, nb = n - na - 1;
+        const int32_t l = text_index_find(&x, p, na, NULL, 0), r = text_index_find(&x, space + 1, nb, NULL, 0);
+        const int32_t res = l == NO_TOKEN || r == NO_TOKEN || splits_a_char(p, na, space + 1, nb)
+                                ? NO_TOKEN
+                                : text_index_find(&x, p, na, space + 1, nb);
+        if (res == NO_TOKEN) {
+            t->n_dropped++;
+            continue;
+        }
+        t->left[t->n_merges] = l;
+        t->right[t->n_merges] = r;
+        t->result[t->n_merges] = res;
+        t->n_merges++;
+    }
+
+    uint16_t chars[256];
+    int16_t bytes[ALPHABET_END];
+    byte_alphabet(chars, bytes);
+    for (int b = 0; b < 256; b++) {
+        const uint16_t c = chars[b];
+        const uint8_t utf8[2] = {c < 0x80 ? (uint8_t)c : (uint8_t)(0xC0 | c >> 6), (uint8_t)(0x80 | (c & 0x3F))};
+        t->byte_ids[b] = text_index_find(&x, utf8, c < 0x80 ? 1 : 2, NULL, 0);
+    }
+    text_index_free(&x);
+
+    if (want_raw) {
+        int64_t total = 0;
+        for (int64_t i = 0; i < tokens->n; i++) total += tokens->lengths[i];
+        t->raw = malloc(total > 0 ? (size_t)total : 1); /* never more bytes than characters */
+        t->offsets = malloc((size_t)(tokens->n + 1) * sizeof *t->offsets);
+        if (!t->raw || !t->offsets) goto fail;
+        t->offsets[0] = 0;
+        for (int64_t i = 0; i < tokens->n; i++) {
+            const int64_t k = unalphabet(tokens->data + tokens->starts[i], tokens->lengths[i], bytes,
+                                         t->raw + t->offsets[i]);
+            t->offsets[i + 1] = t->offsets[i] + (k > 0 ? k : 0);
+        }
+    }
+    return 0;
+fail:
+    text_index_free(&x);
+    bpe_tables_free(t);
+    return -1;
+}

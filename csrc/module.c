@@ -651,6 +651,9 @@ static PyObject *release_free_memory(PyObject *module, PyObject *unused) {
     return PyBool_FromLong(released);
 }
 
+PyObject *native_bpe_tables(PyObject *module, PyObject *args);   /* module_bpe.c */
+PyObject *native_scan_strings(PyObject *module, PyObject *args); /* module_gguf.c */
+
 static PyMethodDef module_methods[] = {
     {"release_free_memory", release_free_memory, METH_NOARGS,
      "Give the C heap's free pages back to the system (glibc's malloc_trim); whether any were."},
@@ -658,6 +661,17 @@ static PyMethodDef module_methods[] = {
     {"all_isas", all_isas, METH_NOARGS, "Every ISA name the kernels know, slowest first."},
     {"best_isa", best_isa, METH_NOARGS, "The fastest ISA this CPU runs."},
     {"physical_cores", physical_cores, METH_NOARGS, "Physical cores this process may run on."},
+    {"bpe_tables", native_bpe_tables, METH_VARARGS,
+     "bpe_tables(token_data, token_starts, token_lengths, merge_data, merge_starts, merge_lengths, raw=False)"
+     " -> (left, right, result, byte_ids, raw, offsets, n_dropped)\n\n"
+     "The id tables of a byte-level BPE vocab from its strings as stored (int64 starts and lengths into "
+     "each buffer): the merges whose parts and result are tokens (int32 bytes each), each byte's token, "
+     "and with raw, each token's bytes (GPT-2's alphabet undone) and int64 offsets; else None."},
+    {"scan_strings", native_scan_strings, METH_VARARGS,
+     "scan_strings(buf, pos, count) -> (n_fit, end, bad_length, starts, lengths)\n\n"
+     "Walk a GGUF string array's count length-prefixed strings from buf[pos]: how many fit, the offset "
+     "after them, the length of the first that does not (None when its length field is cut off), and "
+     "when all fit, their starts and lengths as int64 bytes (else None)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -667,10 +681,11 @@ static struct PyModuleDef native_module = {
     .m_methods = module_methods,
 };
 
-extern PyTypeObject BPEType; /* module_bpe.c */
+extern PyTypeObject BPEType, TextIndexType; /* module_bpe.c */
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&KernelsType) < 0 || PyType_Ready(&BPEType) < 0) return NULL;
+    if (PyType_Ready(&KernelsType) < 0 || PyType_Ready(&BPEType) < 0 || PyType_Ready(&TextIndexType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
     Py_INCREF(&KernelsType);
@@ -682,6 +697,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&BPEType);
     if (PyModule_AddObject(m, "BPE", (PyObject *)&BPEType) < 0) {
         Py_DECREF(&BPEType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&TextIndexType);
+    if (PyModule_AddObject(m, "TextIndex", (PyObject *)&TextIndexType) < 0) {
+        Py_DECREF(&TextIndexType);
         Py_DECREF(m);
         return NULL;
     }

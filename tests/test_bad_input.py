@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGUFEndian, GGUFWriter
 
-from conftest import MINI_CONFIG, mini_fields
+from conftest import MINI_CONFIG, mini_fields, vocab_path
 from edgelm.cli.main import main
 from edgelm.errors import ModelFileError
+from edgelm.gguf import reader
 from edgelm.gguf.constants import SUPPORTED_TYPES, GGMLType, GGUFValueType
 from edgelm.gguf.reader import GGUFFile, MetaField
 from edgelm.models.config import ARCHITECTURES, ModelConfig
@@ -36,6 +37,7 @@ ALIGNMENT = 32
 # No bad file may take longer than this to be refused, however large the numbers in it.
 FAIL_FAST_S = 1.0
 HUGE = (2**62, 2**64 - 1)
+NATIVE_SCAN = reader._scan_strings  # the extension's walk over string arrays, None without it
 
 # -- writing GGUF bytes --------------------------------------------------------------------------
 
@@ -336,6 +338,89 @@ def test_absurd_string_length_inside_an_array(tmp_path: Path, n: int) -> None:
     raw = kv("tokenizer.ggml.tokens", V.ARRAY, u32(V.STRING) + u64(2) + gstr("a") + u64(n) + b"b")
     data = gguf_bytes(mini_kvs({"tokenizer.ggml.tokens": raw}), mini_tensors())
     bad(tmp_path, data, "'tokenizer.ggml.tokens'", "string 1", f"length {n}")
+
+
+# -- string arrays, walked natively and in Python ------------------------------------------------
+
+
+def _read_both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What parsing `data` gives with the extension's walk over string arrays and with the Python loop:
+    the string arrays and where the tensor data starts, or the error message."""
+    if NATIVE_SCAN is None:
+        pytest.skip("built without the extension")
+    outcomes = []
+    for scan in (NATIVE_SCAN, None):
+        monkeypatch.setattr(reader, "_scan_strings", scan)
+        try:
+            f = GGUFFile.parse("x.gguf", data)
+        except ModelFileError as e:
+            outcomes.append(str(e))
+            continue
+        arrays = {k: list(v.value) for k, v in f.fields.items() if v.sub_type == V.STRING}
+        outcomes.append(f"{arrays!r} {f.data_offset}")
+    return outcomes
+
+
+def _tokens_array() -> tuple[bytes, int, list[int]]:
+    """The mini file, where its token array starts, and where each of its strings' lengths is and
+    the last string ends."""
+    full = mini_bytes()
+    tokens = mini_fields()["tokenizer.ggml.tokens"].value
+    start = full.index(gstr(tokens[0])) - 12  # the element type and count come first
+    positions = []
+    pos = start + 12
+    for t in tokens:
+        positions.append(pos)
+        pos += len(gstr(t))
+    return full, start, [*positions, pos]
+
+
+def test_string_arrays_cut_short_read_alike_with_and_without_the_extension(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    full, start, positions = _tokens_array()
+    for cut in range(start, positions[-1]):
+        native, python = _read_both_ways(full[:cut], monkeypatch)
+        assert native == python, cut
+        assert "tokenizer.ggml.tokens" in native or cut < start + 12, (cut, native)
+    native, python = _read_both_ways(full, monkeypatch)
+    assert native == python and "'<unk>'" in native
+
+
+@pytest.mark.parametrize("length", [1, 2, 100, 2**31, *HUGE])
+def test_damaged_string_lengths_read_alike_with_and_without_the_extension(
+    monkeypatch: pytest.MonkeyPatch, length: int
+) -> None:
+    full, _, positions = _tokens_array()
+    for i, pos in enumerate(positions[:-1]):
+        data = full[:pos] + u64(length) + full[pos + 8 :]
+        native, python = _read_both_ways(data, monkeypatch)
+        assert native == python, (i, length)
+
+
+def test_the_native_walk_refuses_positions_outside_the_buffer() -> None:
+    if NATIVE_SCAN is None:
+        pytest.skip("built without the extension")
+    assert NATIVE_SCAN(b"abc", 3, 0) == (0, 3, None, b"", b"")
+    assert NATIVE_SCAN(u64(1) + b"x" + u64(5), 0, 2)[:3] == (1, 9, 5)
+    for pos, count in ((4, 0), (-1, 0), (0, -1)):
+        with pytest.raises(ValueError):
+            NATIVE_SCAN(b"abc", pos, count)
+
+
+def test_vocab_string_arrays_read_alike_with_and_without_the_extension(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = vocab_path("qwen2")
+    if path is None or NATIVE_SCAN is None:
+        pytest.skip("no qwen2 vocab file, or built without the extension")
+    native = GGUFFile.open(path)
+    monkeypatch.setattr(reader, "_scan_strings", None)
+    python = GGUFFile.open(path)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        a, b = native.fields[key].value.spans(), python.fields[key].value.spans()
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    assert native.data_offset == python.data_offset
 
 
 @pytest.mark.parametrize("n", HUGE)

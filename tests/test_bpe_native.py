@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from conftest import vocab_path
 from edgelm.gguf.reader import GGUFFile
+from edgelm.gguf.string_array import StringArray
 from edgelm.tokenizer import Tokenizer
-from edgelm.tokenizer.bpe import BPEEncoder, build_bpe
+from edgelm.tokenizer.bpe import BPEEncoder, _native_tables, _python_tables, build_bpe
+from edgelm.tokenizer.pretokenize import PRE_TOKENIZERS
 from edgelm.tokenizer.vocab import Vocab
 
 native = pytest.importorskip("edgelm._native")
@@ -145,3 +148,108 @@ def test_tokenizer_uses_the_native_encoder() -> None:
     if path is None:
         pytest.skip("no qwen2 vocab file")
     assert isinstance(Tokenizer.from_gguf(path)._encoder, BPEEncoder)
+
+
+# -- the tables read natively from the vocab's strings -------------------------------------------------
+
+
+def stored(items: list[bytes]) -> StringArray:
+    """Strings as a file holds them: each after its 8-byte length, read back without decoding."""
+    buf = b"".join(len(b).to_bytes(8, "little") + b for b in items)
+    lengths = np.array([len(b) for b in items], np.int64)
+    starts = np.cumsum(lengths + 8) - lengths
+    return StringArray(memoryview(buf), starts, lengths)
+
+
+def assert_tables_agree(tokens: Sequence[str], merges: Sequence[str]) -> int:
+    """The native tables equal the Python ones, raw token bytes included; the merges dropped."""
+    ours = _native_tables(tokens, merges, True)
+    assert ours is not None
+    expected = _python_tables(tokens, merges, True)
+    names = ("left", "right", "result", "byte_ids", "raw", "offsets")
+    for name, a, b in zip(names, ours[:6], expected[:6], strict=True):
+        assert a is not None and b is not None
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert ours[6] == expected[6]
+    return ours[6]
+
+
+@pytest.mark.parametrize("name", ["gpt-2", "llama-bpe", "qwen2"])
+def test_native_tables_equal_the_python_tables(name: str) -> None:
+    path = vocab_path(name)
+    if path is None:
+        pytest.skip(f"no {name} vocab file")
+    md = GGUFFile.open(path).metadata
+    tokens, merges = md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"]
+    assert isinstance(tokens, StringArray) and isinstance(merges, StringArray)
+    assert assert_tables_agree(tokens, merges) == 0
+    # the same strings as lists, and a few merges that are no tokens' parts
+    extra = ["Ġthe Ġthe", "Ġthe nosuchtoken", "nospace", "", " ", "Ġ Ġ Ġ"]
+    assert assert_tables_agree(list(tokens[:5000]), [*merges[:3000], *extra]) >= len(extra)
+
+
+# Duplicates (the last id wins), an empty token, spaces inside tokens and merges, merges with no space
+# after the first character, with parts or a result that are not tokens.
+HAND_TOKENS = ["a", "b", "ab", "c", "abc", "a b", " ", "é", "x", "é", "ĠA", "Ġ", "A", "", "b c", "bb", "ab"]
+HAND_MERGES = [
+    "a b", "ab c", "a b c", "x y", "a x", "nospace", " a", "  ", "a ", "é é", "Ġ A", "b b", "ab", "",
+    " ", "é x", "a b", "ĠA é",
+]  # fmt: skip
+
+
+def test_native_tables_of_a_hand_made_vocab() -> None:
+    n_dropped = assert_tables_agree(HAND_TOKENS, HAND_MERGES)
+    assert n_dropped == 11
+    encode = [s.encode() for s in HAND_TOKENS], [s.encode() for s in HAND_MERGES]
+    assert assert_tables_agree(stored(encode[0]), stored(encode[1])) == n_dropped
+    assert assert_tables_agree(stored(encode[0]), HAND_MERGES) == n_dropped
+    assert assert_tables_agree(HAND_TOKENS, stored(encode[1])) == n_dropped
+    tables = _native_tables(HAND_TOKENS, HAND_MERGES, False)
+    assert tables is not None
+    left, right, result, byte_ids, *_ = tables
+    assert (left[0], right[0], result[0]) == (0, 1, 16)  # "ab" is token 2 and 16: the last id
+    assert (byte_ids[ord("a")], byte_ids[ord(" ")], byte_ids[ord("z")]) == (0, 11, -1)  # " " is "Ġ"
+
+
+def test_native_tables_of_bytes_that_are_not_utf8() -> None:
+    """Stored strings decode one character per ill-formed byte: parts that split a character apart do not
+    join to the token of that character."""
+    tokens = [
+        b"\xc3", b"\xa9", b"\xc3\xa9", b"\xe2\x82", b"\xac", b"\xe2\x82\xac", b"\xe2", b"\x82\xac",
+        b"\xff", b"a", b"\xffa", b"\xc3\xa9a", b"\xf0\x9f", b"\x98\x80", b"\xf0\x9f\x98\x80", b"\xed",
+        b"\xa0\x80", b"\xed\xa0\x80", b"\xc4", b"\xa0", b"\xc4\xa0", b"\xc5\x80", b"\xc2\xa0\xc3",
+    ]  # fmt: skip
+    merges = [b"a " + t for t in tokens] + [t + b" a" for t in tokens]
+    merges += [a + b" " + b for a in tokens for b in tokens]
+    assert assert_tables_agree(stored(tokens), stored(merges)) > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_tables_of_random_bytes(seed: int) -> None:
+    rng = random.Random(seed)
+    alphabet = [bytes([b]) for b in b"ab \xc3\xa9\xe2\x82\xac\xf0\x9f\xff\xed"]  # lead bytes, continuations
+    tokens = [b"".join(rng.choices(alphabet, k=rng.randrange(0, 4))) for _ in range(300)]
+    merges = [rng.choice(tokens) + b" " + rng.choice(tokens) for _ in range(2000)]
+    merges += [b"".join(rng.choices(alphabet, k=rng.randrange(0, 7))) for _ in range(300)]
+    assert_tables_agree(stored(tokens), stored(merges))
+
+
+def test_strings_with_lone_surrogates_take_the_python_path() -> None:
+    tokens = ["a", "b", "ab", "\ud800", "a\udcff"]
+    assert _native_tables(tokens, ["a b"], False) is None
+    assert _native_tables(["a", "b", "ab"], ["a b", "\ud800 b"], False) is None
+    encoder = BPEEncoder(tokens, ["a b"], PRE_TOKENIZERS["default"])
+    assert encoder.encode_batch(["ab", "ba"]) == [[2], [1, 0]]
+
+
+def test_bad_string_spans_are_refused() -> None:
+    buf, starts, lengths = b"abc", np.array([0, 1], np.int64), np.array([1, 2], np.int64)
+    native.bpe_tables(buf, starts, lengths, buf, starts, lengths)
+    with pytest.raises(ValueError, match="inside the buffer"):
+        native.bpe_tables(buf, starts, lengths + 1, buf, starts, lengths)
+    with pytest.raises(ValueError, match="inside the buffer"):
+        native.bpe_tables(buf, starts, lengths, buf, starts - 2, lengths)
+    with pytest.raises(ValueError, match="differ in length"):
+        native.bpe_tables(buf, starts, lengths[:1], buf, starts, lengths)
+    with pytest.raises(TypeError):
+        native.bpe_tables(buf, starts.astype(np.int32), lengths, buf, starts, lengths)

@@ -114,11 +114,51 @@ def test_token_index_tells_colliding_hashes_apart() -> None:
     assert TokenIndex(tokens[:3]).first_duplicate() is None
 
 
+def _stored(items: list[bytes]) -> StringArray:
+    lengths = np.array([len(b) for b in items], np.int64)
+    return StringArray(memoryview(b"".join(items)), np.cumsum(lengths) - lengths, lengths)
+
+
+def test_stored_token_index_agrees_with_a_dict(qwen_vocab: GGUFFile) -> None:
+    tokens = qwen_vocab.get("tokenizer.ggml.tokens")
+    index = TokenIndex.of_stored(tokens)
+    if index is None:
+        pytest.skip("built without the extension")
+    expected = {t: i for i, t in enumerate(tokens)}
+    rng = np.random.default_rng(1)
+    for tid in rng.integers(0, len(tokens), 2000).tolist():
+        assert index[tokens[tid]] == expected[tokens[tid]] == tid
+    for text in ("not-a-token-\u2603", "", "Ġthe" * 9, "\ud800", "\udcc4\udca0"):
+        assert text not in index and index.get(text) is None and index.get(text, -1) == -1
+    assert 5 not in index and b"the" not in index
+    assert index.first_duplicate() is None
+    assert len(index) == len(tokens) and next(iter(index)) == tokens[0]
+
+
+def test_stored_token_index_compares_texts_not_bytes() -> None:
+    tokens = _stored([b"a", b"\xc3\xa9", b"\xc3", b"\xa9", b"a", b"\xc3\xa9\xff"])
+    index = TokenIndex.of_stored(tokens)
+    if index is None:
+        pytest.skip("built without the extension")
+    assert (index["a"], index["é"], index["\udcc3"], index["\udca9"], index["é\udcff"]) == (0, 1, 2, 3, 5)
+    # the bytes of "é", but another text: stored bytes decode one way only
+    assert "\udcc3\udca9" not in index and "\ud800" not in index
+    assert index.first_duplicate() == "a"
+
+
+def test_stored_token_index_leaves_empty_and_nul_strings_to_the_caller() -> None:
+    pytest.importorskip("edgelm._native")
+    assert TokenIndex.of_stored(_stored([b"a", b"b"])) is not None
+    assert TokenIndex.of_stored(_stored([b"a", b""])) is None
+    assert TokenIndex.of_stored(_stored([b"a", b"b\x00c"])) is None
+
+
 def test_loaded_model_keeps_no_python_list_of_its_vocab(tiny_model) -> None:
     m = edgelm.load(tiny_model("tiny-qwen2"))
     vocab = m.tokenizer.vocab
     assert isinstance(vocab.tokens, StringArray)
     assert isinstance(vocab.token_to_id, TokenIndex)
+    assert vocab.token_to_id._stored is not None or TokenIndex.of_stored(vocab.tokens) is None
     assert isinstance(vocab.merges, StringArray)
     assert m.tokenizer.token_to_id(vocab.tokens[300]) == 300
 

@@ -13,7 +13,9 @@ import pytest
 
 from conftest import vocab_path
 from edgelm.errors import EdgelmError, ModelFileError
-from edgelm.gguf.reader import GGUFFile
+from edgelm.gguf.constants import GGUFValueType
+from edgelm.gguf.reader import GGUFFile, MetaField
+from edgelm.gguf.writer import write_gguf
 from edgelm.tokenizer import StreamingDetokenizer, TokenAttr, Tokenizer
 from edgelm.tokenizer import unicode_data as ud
 from edgelm.tokenizer.detokenizer import clean_spaces
@@ -312,6 +314,25 @@ def test_tokens_that_are_not_utf8(name: str) -> None:
     assert tok.token_to_piece(20001) == expected
     assert tok.decode([20000]) == "a\ufffd\ufffd"
     assert tok.decode(tok.encode("plain text", add_special=False)) == "plain text"
+
+
+def test_tokens_with_nul_bytes_or_empty_read_from_a_file(tmp_path: Path) -> None:
+    """llama.cpp reads token texts as C strings and names empty ones after their id."""
+    base = vocab_path("gpt-2")
+    if base is None:
+        pytest.skip("vocab gpt-2 not available")
+    fields = dict(GGUFFile.open(base).fields)
+    tokens = list(fields["tokenizer.ggml.tokens"].value)
+    tokens[20000], tokens[20001] = "edgelm\x00cd", ""
+    fields["tokenizer.ggml.tokens"] = MetaField(tokens, GGUFValueType.ARRAY, GGUFValueType.STRING)
+    path = tmp_path / "nul.gguf"
+    write_gguf(path, "gpt2", fields, [])
+    tok = Tokenizer.from_gguf(path)
+    assert tok.id_to_token(20000) == "edgelm" and tok.id_to_token(20001) == "[EMPTY_20001]"
+    assert tok.token_to_id("[EMPTY_20001]") == 20001 and tok.token_to_id("edgelm\x00cd") is None
+    assert tok.encode(" the cat", add_special=False) == tokenizer("gpt-2").encode(
+        " the cat", add_special=False
+    )
 
 
 def test_merges_that_are_not_tokens_are_dropped(caplog: pytest.LogCaptureFixture) -> None:

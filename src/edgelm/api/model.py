@@ -49,7 +49,7 @@ def load(path: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: i
     n_ctx = n_ctx or min(mf.config.context_length, DEFAULT_N_CTX)
     threads = getattr(ops, "n_threads", None) or n_threads or os.cpu_count() or 1
     model = Model(transformer, tokenizer, n_ctx, threads, 1000 * (time.perf_counter() - t0))
-    _release_free_memory()  # what building the tokenizer freed (~30 MB for a 150k vocab)
+    _release_free_memory()  # heap the load allocated and freed
     return model
 
 

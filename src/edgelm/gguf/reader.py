@@ -3,8 +3,9 @@
 Every count, length and offset in the header is checked against the bytes that are really there
 before it is used, so a damaged or hostile file fails with a `ModelFileError` naming the key, tensor
 or field, never with a hang, a giant allocation or an error from deep inside.  Numeric metadata
-arrays are read with one `np.frombuffer` each and tensor data is never copied: a 150k-token vocab
-parses in a fraction of a second.
+arrays are read with one `np.frombuffer` each, string arrays located by one native walk over their
+lengths (a Python loop without the extension), and tensor data is never copied: a 150k-token vocab
+parses in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from edgelm.gguf.constants import (
     GGUFValueType,
 )
 from edgelm.gguf.string_array import StringArray
+
+try:  # the native walk over a string array's lengths; the loop below does the same without it
+    from edgelm._native import scan_strings as _scan_strings
+except ImportError:
+    _scan_strings = None
 
 __all__ = ["GGUFFile", "MetaField", "TensorInfo"]
 
@@ -213,7 +219,22 @@ def _read_array(cur: _Cursor, key: str, depth: int = 1) -> tuple[Any, GGUFValueT
 
 
 def _read_string_array(cur: _Cursor, count: int, key: str) -> StringArray:
-    # The hot loop of vocab parsing: locals only, one bounds check per string, nothing decoded.
+    if _scan_strings is None:
+        return _read_string_array_py(cur, count, key)
+    n_fit, end, bad_length, starts, lengths = _scan_strings(cur.buf, cur.pos, count)
+    if n_fit < count:
+        if bad_length is None:
+            cur.pos = end
+            raise cur.past_end(f"metadata key {_quoted(key)}", f"string {n_fit} of {count} starts")
+        raise cur.past_end(
+            f"metadata key {_quoted(key)}", f"string {n_fit} of {count} has length {bad_length} and runs"
+        )
+    cur.pos = end
+    return StringArray(cur.buf, np.frombuffer(starts, np.int64), np.frombuffer(lengths, np.int64))
+
+
+def _read_string_array_py(cur: _Cursor, count: int, key: str) -> StringArray:
+    # The hot loop of vocab parsing without the extension: locals only, one bounds check per string.
     buf, pos, size = cur.buf, cur.pos, cur.size
     unpack = _U64.unpack_from
     starts = array("q")

@@ -74,6 +74,11 @@ class StringArray(Sequence[str]):
         more = ", ..." if len(self) > 3 else ""
         return f"StringArray([{head}{more}], {len(self)} strings)"
 
+    def spans(self) -> tuple[memoryview | bytes, np.ndarray, np.ndarray]:
+        """The buffer and each string's start and length in it (int64 arrays when read from a file),
+        for code that reads the stored bytes in bulk without decoding them."""
+        return self._buf, self._starts, self._lengths
+
     @property
     def nbytes(self) -> int:
         """Bytes of all the strings together."""

@@ -20,6 +20,7 @@ import numpy as np
 from tokenizers import Regex, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
+from edgelm.gguf.string_array import StringArray
 from edgelm.tokenizer.pretokenize import PreTokenizerSpec, translate_regex
 
 __all__ = ["BPEEncoder", "build_bpe", "byte_decoder", "byte_encoder", "unicode_vocab"]
@@ -147,18 +148,20 @@ class BPEEncoder:
     The `tokenizers` library splits text with the pre-tokenizer's regexes (a few KB); the merges run
     over token ids on each piece's UTF-8 bytes (`edgelm._native.BPE`). A 150k vocab takes ~6 MB
     here where the library's BPE model takes ~35 MB (two string-keyed maps and the merge map).
+    The id tables come from the token and merge strings where a file holds them, read in native
+    code (`_native.bpe_tables`): no string is decoded.
     """
 
     def __init__(self, tokens: Sequence[str], merges: Sequence[str], pre: PreTokenizerSpec) -> None:
         from edgelm import _native
 
-        texts = list(tokens)
-        ids = dict(zip(texts, range(len(texts)), strict=True))
-        left, right, result = _merge_ids(merges, ids)
-        encoder = byte_encoder()
-        byte_ids = np.array([ids.get(encoder[b], -1) for b in range(256)], dtype=np.int32)
+        tables = _native_tables(tokens, merges, pre.ignore_merges)
+        if tables is None:
+            tables = _python_tables(tokens, merges, pre.ignore_merges)
+        left, right, result, byte_ids, raw, offsets, n_dropped = tables
+        if n_dropped:
+            logger.warning("ignoring %d BPE merges whose parts or result are not tokens", n_dropped)
         if pre.ignore_merges:
-            raw, offsets = _raw_token_bytes(texts)
             self._bpe = _native.BPE(left, right, result, byte_ids, raw, offsets, True)
         else:
             self._bpe = _native.BPE(left, right, result, byte_ids)
@@ -169,8 +172,68 @@ class BPEEncoder:
         return [encode(split(text)) for text in texts]  # (piece, offsets) pairs go straight in
 
 
-def _merge_ids(merges: Sequence[str], ids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(left, right, result) ids of each merge, best first; merges that are not three tokens are dropped."""
+# (left, right, result, byte_ids, raw token bytes, their offsets, merges dropped): what `_native.BPE` takes.
+_Tables = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, int]
+
+
+def _native_tables(tokens: Sequence[str], merges: Sequence[str], raw: bool) -> _Tables | None:
+    """The tables read in native code from the strings' bytes; None where bytes would not compare as
+    the strings do (a list with lone surrogates)."""
+    from edgelm import _native
+
+    packed_tokens, packed_merges = _packed(tokens), _packed(merges)
+    if packed_tokens is None or packed_merges is None:
+        return None
+    left, right, result, byte_ids, raw_bytes, offsets, n_dropped = _native.bpe_tables(
+        *packed_tokens, *packed_merges, raw
+    )
+    i32 = np.int32
+    return (
+        np.frombuffer(left, i32),
+        np.frombuffer(right, i32),
+        np.frombuffer(result, i32),
+        np.frombuffer(byte_ids, i32),
+        None if raw_bytes is None else np.frombuffer(raw_bytes, np.uint8),
+        None if offsets is None else np.frombuffer(offsets, np.int64),
+        n_dropped,
+    )
+
+
+def _packed(strings: Sequence[str]) -> tuple[memoryview | bytes, np.ndarray, np.ndarray] | None:
+    """`strings` as one buffer of their bytes and each one's int64 start and length in it.
+
+    Strings read from a file are their stored bytes (decoding them maps distinct bytes to distinct
+    strings, one character per byte that is not UTF-8); other strings are their UTF-8, which only
+    valid Unicode has: None for strings with lone surrogates.
+    """
+    if isinstance(strings, StringArray):
+        buf, starts, lengths = strings.spans()
+        return buf, np.ascontiguousarray(starts, np.int64), np.ascontiguousarray(lengths, np.int64)
+    try:
+        encoded = [s.encode("utf-8") for s in strings]
+    except UnicodeEncodeError:
+        return None
+    lengths = np.fromiter(map(len, encoded), np.int64, count=len(encoded))
+    starts = np.zeros_like(lengths)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return b"".join(encoded), starts, lengths
+
+
+def _python_tables(tokens: Sequence[str], merges: Sequence[str], raw: bool) -> _Tables:
+    texts = list(tokens)
+    ids = dict(zip(texts, range(len(texts)), strict=True))
+    left, right, result, n_dropped = _merge_ids(merges, ids)
+    encoder = byte_encoder()
+    byte_ids = np.array([ids.get(encoder[b], -1) for b in range(256)], dtype=np.int32)
+    raw_bytes, offsets = _raw_token_bytes(texts) if raw else (None, None)
+    return left, right, result, byte_ids, raw_bytes, offsets, n_dropped
+
+
+def _merge_ids(
+    merges: Sequence[str], ids: Mapping[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(left, right, result) ids of each merge, best first, and how many merges were dropped for not
+    being three tokens."""
     left: list[int] = []
     right: list[int] = []
     result: list[int] = []
@@ -186,9 +249,7 @@ def _merge_ids(merges: Sequence[str], ids: Mapping[str, int]) -> tuple[np.ndarra
         left.append(la)
         right.append(rb)
         result.append(res)
-    if n_dropped:
-        logger.warning("ignoring %d BPE merges whose parts or result are not tokens", n_dropped)
-    return (np.array(left, np.int32), np.array(right, np.int32), np.array(result, np.int32))
+    return np.array(left, np.int32), np.array(right, np.int32), np.array(result, np.int32), n_dropped
 
 
 def _raw_token_bytes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgelm.errors import ModelFileError
 from edgelm.gguf import keys
-from edgelm.gguf.string_array import is_string_list
+from edgelm.gguf.string_array import StringArray, is_string_list
 from edgelm.tokenizer.pretokenize import PRE_TOKENIZERS, PreTokenizerSpec
 from edgelm.tokenizer.token_index import TokenIndex
 
@@ -381,12 +381,14 @@ def _read_tokens(md: Mapping[str, object], path: str | None) -> tuple[Sequence[s
     assert isinstance(tokens, Sequence)
     if not tokens:
         raise _fail(path, "the vocabulary is empty")
-    texts = list(tokens)  # decoded once here; the vocab keeps `tokens` (lazy when read from a file)
-    if "\x00" in "".join(texts):  # llama.cpp reads tokens as C strings
-        tokens = texts = [t.partition("\x00")[0] for t in texts]
-    if "" in texts:  # llama.cpp names empty tokens after their id
-        tokens = texts = [t or f"[EMPTY_{i}]" for i, t in enumerate(texts)]
-    index = TokenIndex(tokens, decoded=texts)
+    index = TokenIndex.of_stored(tokens) if isinstance(tokens, StringArray) else None
+    if index is None:
+        texts = list(tokens)  # decoded once here; the vocab keeps `tokens` (lazy when read from a file)
+        if "\x00" in "".join(texts):  # llama.cpp reads tokens as C strings
+            tokens = texts = [t.partition("\x00")[0] for t in texts]
+        if "" in texts:  # llama.cpp names empty tokens after their id
+            tokens = texts = [t or f"[EMPTY_{i}]" for i, t in enumerate(texts)]
+        index = TokenIndex(tokens, decoded=texts)
     dup = index.first_duplicate()
     if dup is not None:
         raise _fail(path, f"token {dup!r} appears twice in the vocabulary")
