@@ -69,7 +69,7 @@ class Transformer:
     tok_embd: QTensor
     layers: tuple[Layer, ...]
     output_norm: np.ndarray
-    output: QTensor
+    output: Weight
     embed_scale: float
     q_scale: float
     ops: Ops
@@ -81,10 +81,10 @@ class Transformer:
         t = mf.tensors
         ops = ops or select_ops()
 
-        # The layers' matrices in the layout the kernels read fastest (maybe repacked, all at once).
-        # The output head stays as the file has it: a forward computes it for one row per sequence,
-        # where the file's layout streams as fast, and repacking its many rows would only slow loading.
+        # Every matrix product's weights in the layout the kernels read fastest (maybe repacked, all
+        # at once). A tied output head is repacked too: the embedding lookup reads the file's rows.
         names = [f"blk.{i}.{m}.weight" for i in range(cfg.n_layers) for m in _LAYER_MATRICES]
+        names.append(OUTPUT if OUTPUT in t else TOKEN_EMBD)
         prepared = dict(zip(names, ops.prepare([t[n] for n in names], mf.gguf.release), strict=True))
 
         def matrix(name: str) -> Weight:
@@ -148,7 +148,7 @@ class Transformer:
             tok_embd=t[TOKEN_EMBD],
             layers=tuple(layers),
             output_norm=need(OUTPUT_NORM),
-            output=t.get(OUTPUT, t[TOKEN_EMBD]),
+            output=prepared[names[-1]],
             embed_scale=arch.embed_scale(cfg),
             q_scale=arch.q_scale(cfg),
             ops=ops,
