@@ -58,6 +58,27 @@ struct attention_args {
 /* Causal (optionally sliding-window) attention over an f16 KV cache, as reference.attention. */
 int edgelm_attention(const struct edgelm_ctx *ctx, const struct attention_args *args);
 
+/* q, k, v of a block from its normed input x (T, E): the three projections (+ biases), each head's
+ * RMSNorm of q and k (when given), and RoPE of the first rope_dim dims of every head. */
+struct qkv_args {
+    const struct qmatrix *wq, *wk, *wv;
+    const float *bq, *bk, *bv;     /* NULL: no bias */
+    const float *q_norm, *k_norm;  /* (D) or NULL */
+    float eps;
+    const int64_t *positions;      /* (T) */
+    int64_t rope_dim;
+    float rope_base, freq_scale;
+    const float *factors;          /* (rope_dim/2) or NULL */
+    int neox;
+    int64_t n_heads, n_kv_heads, head_dim, head_dim_v;
+    float *q, *k, *v;              /* out: (T, H, D), (T, KVH, D), (T, KVH, Dv) */
+};
+int edgelm_qkv(const struct edgelm_ctx *ctx, const struct qkv_args *a, const float *x, int64_t n_tok);
+
+/* y (T, E) = down(act(gate(x)) * up(x)), act SiLU or tanh-GELU, for x (T, E). */
+int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const struct qmatrix *up,
+               const struct qmatrix *down, const float *x, int64_t n_tok, int gelu, float *y);
+
 /* Read n bytes with every thread and return their sum: the memory bandwidth a streaming kernel can
  * reach, for benchmarks to compare against. */
 uint64_t edgelm_stream_read(const struct edgelm_ctx *ctx, const uint8_t *data, int64_t n);

@@ -439,6 +439,159 @@ static PyObject *Kernels_stream_read(KernelsObject *self, PyObject *const *args,
     return PyLong_FromUnsignedLongLong(sum);
 }
 
+/* ---- composite ops: buffers taken as a list, released together ------------------------------------- */
+
+#define MAX_BUFFERS 16
+struct buffers {
+    Py_buffer views[MAX_BUFFERS];
+    int n;
+};
+
+static void release_buffers(struct buffers *bs) {
+    for (int i = 0; i < bs->n; i++) PyBuffer_Release(&bs->views[i]);
+    bs->n = 0;
+}
+
+/* The data of a float32 (or `itemsize`) buffer of exactly `want` items; NULL for None when optional. */
+static int take(struct buffers *bs, PyObject *obj, Py_ssize_t itemsize, int writable, long long want, int optional,
+                const char *name, void **out) {
+    *out = NULL;
+    if (optional && obj == Py_None) return 0;
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    Py_buffer *view = &bs->views[bs->n];
+    if (get_buffer(obj, view, itemsize, writable, name)) return -1;
+    bs->n++;
+    if (check_items(view, want, name)) return -1;
+    *out = view->buf;
+    return 0;
+}
+
+/* A weight (buffer, type, n_rows, k, layout) tuple as a qmatrix. */
+static int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char *name) {
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 5) {
+        PyErr_Format(PyExc_TypeError, "%s: expected (buffer, type, n_rows, k, layout)", name);
+        return -1;
+    }
+    PyObject *const *items = &PyTuple_GET_ITEM(obj, 0);
+    long long layout;
+    if (get_ll(items[4], &layout, "layout")) return -1;
+    if (layout != LAYOUT_ROWS && layout != LAYOUT_R16) {
+        PyErr_Format(PyExc_ValueError, "%s: unknown weight layout %lld", name, layout);
+        return -1;
+    }
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    if (get_qmatrix(items, &bs->views[bs->n], w, (int)layout)) return -1;
+    bs->n++;
+    return 0;
+}
+
+PyDoc_STRVAR(qkv_doc, "qkv(x, wq, wk, wv, bq, bk, bv, q_norm, k_norm, eps, positions, rope_dim, base, freq_scale, "
+                      "factors, neox, n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v)\n--\n\n"
+                      "q, k, v of a block (projections, biases, per-head norms, RoPE); weights as "
+                      "(buffer, type, n_rows, k, layout), optional arrays None.");
+
+static PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 23, "qkv")) return NULL;
+    struct buffers bs = {.n = 0};
+    struct qmatrix wq, wk, wv;
+    struct qkv_args a = {&wq, &wk, &wv};
+    long long rope_dim, neox, h, kvh, d, dv;
+    double eps, base, freq_scale;
+    if (get_ll(args[11], &rope_dim, "rope_dim") || get_ll(args[15], &neox, "neox") || get_ll(args[16], &h, "n_heads") ||
+        get_ll(args[17], &kvh, "n_kv_heads") || get_ll(args[18], &d, "head_dim") || get_ll(args[19], &dv, "head_dim_v"))
+        return NULL;
+    if ((eps = PyFloat_AsDouble(args[9])) == -1.0 && PyErr_Occurred()) return NULL;
+    if ((base = PyFloat_AsDouble(args[12])) == -1.0 && PyErr_Occurred()) return NULL;
+    if ((freq_scale = PyFloat_AsDouble(args[13])) == -1.0 && PyErr_Occurred()) return NULL;
+    if (h <= 0 || kvh <= 0 || d <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > d || rope_dim % 2) {
+        PyErr_SetString(PyExc_ValueError, "qkv: bad head counts, widths or rope_dim");
+        return NULL;
+    }
+    void *x, *pos, *bq, *bk, *bv, *qn, *kn, *fac, *q, *k, *v;
+    if (take_matrix(&bs, args[1], &wq, "wq") || take_matrix(&bs, args[2], &wk, "wk") ||
+        take_matrix(&bs, args[3], &wv, "wv"))
+        goto fail;
+    if (wq.k != wk.k || wq.k != wv.k) {
+        PyErr_SetString(PyExc_ValueError, "qkv: the projections have different row lengths");
+        goto fail;
+    }
+    Py_buffer xprobe; /* the token count comes from the positions */
+    if (get_buffer(args[10], &xprobe, sizeof(int64_t), 0, "positions")) goto fail;
+    const long long n_tok = n_items(&xprobe);
+    PyBuffer_Release(&xprobe);
+    if (take(&bs, args[0], sizeof(float), 0, n_tok * wq.k, 0, "x", &x) ||
+        take(&bs, args[10], sizeof(int64_t), 0, n_tok, 0, "positions", &pos) ||
+        take(&bs, args[4], sizeof(float), 0, h * d, 1, "bq", &bq) ||
+        take(&bs, args[5], sizeof(float), 0, kvh * d, 1, "bk", &bk) ||
+        take(&bs, args[6], sizeof(float), 0, kvh * dv, 1, "bv", &bv) ||
+        take(&bs, args[7], sizeof(float), 0, d, 1, "q_norm", &qn) || take(&bs, args[8], sizeof(float), 0, d, 1, "k_norm", &kn) ||
+        take(&bs, args[14], sizeof(float), 0, rope_dim / 2, 1, "factors", &fac) ||
+        take(&bs, args[20], sizeof(float), 1, n_tok * h * d, 0, "q", &q) ||
+        take(&bs, args[21], sizeof(float), 1, n_tok * kvh * d, 0, "k", &k) ||
+        take(&bs, args[22], sizeof(float), 1, n_tok * kvh * dv, 0, "v", &v))
+        goto fail;
+    a.bq = bq, a.bk = bk, a.bv = bv, a.q_norm = qn, a.k_norm = kn, a.eps = (float)eps;
+    a.positions = pos, a.rope_dim = rope_dim, a.rope_base = (float)base, a.freq_scale = (float)freq_scale;
+    a.factors = fac, a.neox = (int)neox, a.n_heads = h, a.n_kv_heads = kvh, a.head_dim = d, a.head_dim_v = dv;
+    a.q = q, a.k = k, a.v = v;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_qkv(&self->ctx, &a, x, n_tok);
+    Py_END_ALLOW_THREADS
+    release_buffers(&bs);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+fail:
+    release_buffers(&bs);
+    return NULL;
+}
+
+PyDoc_STRVAR(ffn_doc, "ffn(x, gate, up, down, gelu, out)\n--\n\n"
+                      "out (T, E) = down(act(gate(x)) * up(x)); weights as (buffer, type, n_rows, k, layout).");
+
+static PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 6, "ffn")) return NULL;
+    struct buffers bs = {.n = 0};
+    struct qmatrix gate, up, down;
+    long long gelu;
+    void *x, *out;
+    if (get_ll(args[4], &gelu, "gelu")) return NULL;
+    if (take_matrix(&bs, args[1], &gate, "gate") || take_matrix(&bs, args[2], &up, "up") ||
+        take_matrix(&bs, args[3], &down, "down"))
+        goto fail;
+    if (up.n_rows != gate.n_rows || up.k != gate.k || down.k != gate.n_rows) {
+        PyErr_SetString(PyExc_ValueError, "ffn: gate, up and down do not fit together");
+        goto fail;
+    }
+    Py_buffer xv;
+    if (get_buffer(args[0], &xv, sizeof(float), 0, "x")) goto fail;
+    const long long n_tok = n_items(&xv) / gate.k, rem = n_items(&xv) % gate.k;
+    PyBuffer_Release(&xv);
+    if (rem) {
+        PyErr_SetString(PyExc_ValueError, "ffn: x: length is not a multiple of k");
+        goto fail;
+    }
+    if (take(&bs, args[0], sizeof(float), 0, n_tok * gate.k, 0, "x", &x) ||
+        take(&bs, args[5], sizeof(float), 1, n_tok * down.n_rows, 0, "out", &out))
+        goto fail;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_ffn(&self->ctx, &gate, &up, &down, x, n_tok, gelu != 0, out);
+    Py_END_ALLOW_THREADS
+    release_buffers(&bs);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+fail:
+    release_buffers(&bs);
+    return NULL;
+}
+
 PyDoc_STRVAR(r16_supported_doc, "r16_supported(type) -> bool\n--\n\n"
                                 "Whether these kernels multiply R16-repacked weights of GGUF `type`.");
 
@@ -502,6 +655,8 @@ static PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *arg
 }
 
 static PyMethodDef Kernels_methods[] = {
+    {"qkv", (PyCFunction)(void (*)(void))Kernels_qkv, METH_FASTCALL, qkv_doc},
+    {"ffn", (PyCFunction)(void (*)(void))Kernels_ffn, METH_FASTCALL, ffn_doc},
     {"r16_row_bytes", (PyCFunction)(void (*)(void))Kernels_r16_row_bytes, METH_FASTCALL, r16_row_bytes_doc},
     {"repack_r16", (PyCFunction)(void (*)(void))Kernels_repack_r16, METH_FASTCALL, repack_r16_doc},
     {"r16_supported", (PyCFunction)(void (*)(void))Kernels_r16_supported, METH_FASTCALL, r16_supported_doc},

@@ -146,6 +146,7 @@ def test_prepare_releases_each_slice_it_copied(ops: NativeOps, monkeypatch) -> N
 
     (packed,) = ops.prepare([w], release)
     row = w.data.shape[1]
-    assert released == [(0, 48 * row), (48 * row, 96 * row), (96 * row, 144 * row), (144 * row, 160 * row)]
+    slices = [(0, 48 * row), (48 * row, 96 * row), (96 * row, 144 * row), (144 * row, 160 * row)]
+    assert released == [*slices, (0, 160 * row)]  # each slice, then the whole tensor once more
     x = random_activations(rng, 1, 64)
     np.testing.assert_array_equal(ops.matmul(x, packed), ops.matmul(x, ops.prepare([w])[0]))

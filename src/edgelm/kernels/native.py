@@ -42,6 +42,15 @@ def _i64(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.int64)
 
 
+def _opt(x: np.ndarray | None) -> np.ndarray | None:
+    return None if x is None else _f32(x)
+
+
+def _matrix(w: Weight) -> tuple[np.ndarray, int, int, int, int]:
+    """A weight as the native composite ops take it: (bytes, type, n_rows, k, layout)."""
+    return (w.data, int(w.ggml_type), w.data.shape[0], w.shape[-1], int(w.layout))
+
+
 def available_isas() -> list[str]:
     """ISAs this build and this CPU can run, slowest first (empty without the extension)."""
     return [] if _native is None else list(_native.available_isas())
@@ -92,6 +101,11 @@ class NativeOps:
             dst = arena[offset : offset + row * w.shape[0]].reshape(w.shape[0], row)
             self._repack(w, dst, release)
             packed[id(w)] = PackedTensor(w.name, w.ggml_type, w.shape, dst, Layout.R16, w)
+        if release is not None:
+            # Once more, whole: reading a tensor maps the file's large pages around it, which may
+            # bring back the edges of the tensors released before it.
+            for w in todo:
+                release(w.data)
         return [packed.get(id(w), w) for w in weights]
 
     def _repack(self, w: QTensor, dst: np.ndarray, release: Callable[[np.ndarray], None] | None) -> None:
@@ -173,6 +187,48 @@ class NativeOps:
         x = _f32(x)
         out = np.empty_like(x)
         self._k.gelu_tanh(x, out)
+        return out
+
+    # -- block pieces in one call (the compositions of edgelm.kernels.composite) -----------------
+
+    def qkv(
+        self,
+        x: np.ndarray,
+        wq: Weight,
+        wk: Weight,
+        wv: Weight,
+        bq: np.ndarray | None,
+        bk: np.ndarray | None,
+        bv: np.ndarray | None,
+        q_norm: np.ndarray | None,
+        k_norm: np.ndarray | None,
+        eps: float,
+        positions: np.ndarray,
+        rope_dim: int,
+        rope_base: float,
+        freq_scale: float,
+        factors: np.ndarray | None,
+        neox: bool,
+        n_heads: int,
+        n_kv_heads: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = _f32(x)
+        t = x.shape[0]
+        head_dim, head_dim_v = wq.shape[0] // n_heads, wv.shape[0] // n_kv_heads
+        q = np.empty((t, n_heads, head_dim), _F32)
+        k = np.empty((t, n_kv_heads, head_dim), _F32)
+        v = np.empty((t, n_kv_heads, head_dim_v), _F32)
+        self._k.qkv(
+            x, _matrix(wq), _matrix(wk), _matrix(wv), _opt(bq), _opt(bk), _opt(bv), _opt(q_norm),
+            _opt(k_norm), float(eps), _i64(positions), int(rope_dim), float(rope_base), float(freq_scale),
+            _opt(factors), bool(neox), n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v,
+        )  # fmt: skip
+        return q, k, v
+
+    def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
+        x = _f32(x)
+        out = np.empty((*x.shape[:-1], down.shape[0]), _F32)
+        self._k.ffn(x, _matrix(gate), _matrix(up), _matrix(down), bool(gelu), out)
         return out
 
     # -- fused extras --------------------------------------------------

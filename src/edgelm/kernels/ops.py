@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgelm.kernels import reference
+from edgelm.kernels import composite, reference
 from edgelm.kernels.packed import Weight
 from edgelm.weights.qtensor import QTensor
 
@@ -73,6 +73,34 @@ class Ops(Protocol):
         """gelu_tanh(g) * u, into `out` when given (which may be `g` itself)."""
         ...
 
+    def qkv(
+        self,
+        x: np.ndarray,
+        wq: Weight,
+        wk: Weight,
+        wv: Weight,
+        bq: np.ndarray | None,
+        bk: np.ndarray | None,
+        bv: np.ndarray | None,
+        q_norm: np.ndarray | None,
+        k_norm: np.ndarray | None,
+        eps: float,
+        positions: np.ndarray,
+        rope_dim: int,
+        rope_base: float,
+        freq_scale: float,
+        factors: np.ndarray | None,
+        neox: bool,
+        n_heads: int,
+        n_kv_heads: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """q, k, v of a block, as `composite.qkv` composes them."""
+        ...
+
+    def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
+        """A gated feed-forward, as `composite.ffn` composes it."""
+        ...
+
 
 def _as_is(weights: Sequence[QTensor], release: Callable[[np.ndarray], None] | None = None) -> list[Weight]:
     return list(weights)
@@ -91,6 +119,12 @@ class _ReferenceOps:
     gelu_tanh = staticmethod(reference.gelu_tanh)
     silu_mul = staticmethod(reference.silu_mul)
     gelu_tanh_mul = staticmethod(reference.gelu_tanh_mul)
+
+    def qkv(self, *args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return composite.qkv(self, *args)  # type: ignore[arg-type]
+
+    def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
+        return composite.ffn(self, x, gate, up, down, gelu)
 
 
 REFERENCE: Ops = _ReferenceOps()

@@ -70,13 +70,6 @@ def norm(ops: Ops, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return ops.rms_norm(x, weight, eps)
 
 
-def _project(ops: Ops, x: np.ndarray, w: Weight, bias: np.ndarray | None) -> np.ndarray:
-    y = ops.matmul(x, w)
-    if bias is not None:
-        y += bias  # y is new: no second (T, N) array
-    return y
-
-
 def residual(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """x + y, written into y (a layer's fresh output), so no third array is made."""
     return np.add(x, y, out=y)
@@ -101,15 +94,10 @@ def attention(
     (start, end, cache) of rows then attends over its own sequence's cache.
     """
     t = x.shape[0]
-    q = _project(ops, x, w.wq, w.bq).reshape(t, n_heads, -1)  # (T, H, D)
-    k = _project(ops, x, w.wk, w.bk).reshape(t, n_kv_heads, -1)  # (T, KVH, D)
-    v = _project(ops, x, w.wv, w.bv).reshape(t, n_kv_heads, -1)  # (T, KVH, Dv)
-    if w.q_norm is not None and w.k_norm is not None:
-        q = ops.rms_norm(q, w.q_norm, eps)
-        k = ops.rms_norm(k, w.k_norm, eps)
-    cos, sin = rope.angles(ops, positions)
-    q = ops.rope(q, cos, sin, rope.neox)
-    k = ops.rope(k, cos, sin, rope.neox)
+    q, k, v = ops.qkv(
+        x, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, eps, positions,
+        rope.dim, rope.base, rope.freq_scale, rope.factors, rope.neox, n_heads, n_kv_heads,
+    )  # fmt: skip
     out = np.empty((t, n_heads, v.shape[-1]), np.float32)  # (T, H, Dv)
     for start, end, cache in segments:
         pos = positions[start:end]
@@ -144,7 +132,4 @@ def feed_forward(ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarr
 
 
 def _feed_forward(ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarray:
-    g, u = ops.matmul(x, w.gate), ops.matmul(x, w.up)  # (T, F) each
-    act = ops.gelu_tanh_mul(g, u, out=g) if gelu else ops.silu_mul(g, u, out=g)
-    del u
-    return ops.matmul(act, w.down)
+    return ops.ffn(x, w.gate, w.up, w.down, gelu)

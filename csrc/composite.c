@@ -1,0 +1,50 @@
+/* Pieces of a transformer block as one call each: the primitives of ops.c and matmul.c in the order
+ * the Python layers call them, so a decode step crosses into C a few times per block, not twenty.
+ * The results are those of the primitives called one by one, bit for bit. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "edgelm_ops.h"
+
+static void add_bias(float *y, const float *bias, int64_t n_tok, int64_t n) {
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t i = 0; i < n; i++) y[t * n + i] += bias[i];
+}
+
+int edgelm_qkv(const struct edgelm_ctx *ctx, const struct qkv_args *a, const float *x, int64_t n_tok) {
+    const int64_t nq = a->n_heads * a->head_dim, nk = a->n_kv_heads * a->head_dim;
+    const int64_t nv = a->n_kv_heads * a->head_dim_v, half = a->rope_dim / 2;
+    if (a->wq->n_rows != nq || a->wk->n_rows != nk || a->wv->n_rows != nv || half * 2 > a->head_dim) return EINVAL;
+    int err;
+    if ((err = edgelm_matmul(ctx, a->wq, x, n_tok, a->q)) || (err = edgelm_matmul(ctx, a->wk, x, n_tok, a->k)) ||
+        (err = edgelm_matmul(ctx, a->wv, x, n_tok, a->v)))
+        return err;
+    if (a->bq) add_bias(a->q, a->bq, n_tok, nq);
+    if (a->bk) add_bias(a->k, a->bk, n_tok, nk);
+    if (a->bv) add_bias(a->v, a->bv, n_tok, nv);
+    if (a->q_norm) edgelm_rms_norm(ctx, a->q, a->q_norm, a->q, n_tok * a->n_heads, a->head_dim, a->eps);
+    if (a->k_norm) edgelm_rms_norm(ctx, a->k, a->k_norm, a->k, n_tok * a->n_kv_heads, a->head_dim, a->eps);
+    float *angles = malloc((size_t)(2 * n_tok * (half > 0 ? half : 1)) * sizeof(float));
+    if (!angles) return ENOMEM;
+    float *cos = angles, *sin = angles + n_tok * half;
+    edgelm_rope_angles(a->positions, n_tok, a->rope_dim, a->rope_base, a->freq_scale, a->factors, cos, sin);
+    edgelm_rope(a->q, cos, sin, a->q, n_tok, a->n_heads, a->head_dim, half, a->neox);
+    edgelm_rope(a->k, cos, sin, a->k, n_tok, a->n_kv_heads, a->head_dim, half, a->neox);
+    free(angles);
+    return 0;
+}
+
+int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const struct qmatrix *up,
+               const struct qmatrix *down, const float *x, int64_t n_tok, int gelu, float *y) {
+    const int64_t width = gate->n_rows;
+    if (up->n_rows != width || down->k != width || gate->k != up->k) return EINVAL;
+    float *g = malloc((size_t)(2 * n_tok * width) * sizeof(float));
+    if (!g) return ENOMEM;
+    float *u = g + n_tok * width;
+    int err = edgelm_matmul(ctx, gate, x, n_tok, g);
+    if (!err) err = edgelm_matmul(ctx, up, x, n_tok, u);
+    if (!err) err = edgelm_unary(ctx, gelu ? UNARY_GELU_TANH : UNARY_SILU, g, u, g, n_tok * width);
+    if (!err) err = edgelm_matmul(ctx, down, g, n_tok, y);
+    free(g);
+    return err;
+}

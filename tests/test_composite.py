@@ -1,0 +1,113 @@
+"""Block pieces in one native call (`Ops.qkv`, `Ops.ffn`) against their compositions of primitives:
+the same numbers bit for bit on the native backends, and within the matmul bounds of the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("edgelm._native")
+
+from edgelm.gguf.constants import GGMLType
+from edgelm.kernels import composite
+from edgelm.kernels.native import NativeOps, available_isas
+from edgelm.kernels.ops import REFERENCE
+from test_native_kernels import random_activations, random_weights
+
+ISAS = available_isas()
+
+
+@pytest.fixture(scope="module", params=ISAS)
+def ops(request: pytest.FixtureRequest) -> NativeOps:
+    return NativeOps(request.param, n_threads=2)
+
+
+def _case(rng: np.random.Generator, ggml_type: GGMLType, dim: int, heads: int, kv_heads: int, d: int):
+    wq = random_weights(rng, ggml_type, heads * d, dim)
+    wk = random_weights(rng, ggml_type, kv_heads * d, dim)
+    wv = random_weights(rng, ggml_type, kv_heads * d, dim)
+    return wq, wk, wv
+
+
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.F16], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    ("biases", "norms", "neox", "rope_dim", "factors"),
+    [(False, False, False, 64, False), (True, False, True, 64, False), (False, True, True, 32, True)],
+    ids=["llama", "qwen2", "qwen3-partial-rope"],
+)
+@pytest.mark.parametrize("n_tok", [1, 7])
+def test_qkv_in_one_call_is_the_composition(
+    ops: NativeOps,
+    ggml_type: GGMLType,
+    biases: bool,
+    norms: bool,
+    neox: bool,
+    rope_dim: int,
+    factors: bool,
+    n_tok: int,
+) -> None:
+    rng = np.random.default_rng(n_tok + rope_dim)
+    dim, heads, kv_heads, d = 256, 4, 2, 64
+    weights = [ops.prepare([w])[0] for w in _case(rng, ggml_type, dim, heads, kv_heads, d)]
+    bias = [rng.standard_normal(w.shape[0]).astype(np.float32) if biases else None for w in weights]
+    q_norm, k_norm = rng.standard_normal((2, d)).astype(np.float32) if norms else (None, None)
+    fac = rng.uniform(1.0, 4.0, rope_dim // 2).astype(np.float32) if factors else None
+    x = random_activations(rng, n_tok, dim)
+    positions = np.arange(40, 40 + n_tok, dtype=np.int64)
+    args = (
+        x,
+        *weights,
+        *bias,
+        q_norm,
+        k_norm,
+        1e-6,
+        positions,
+        rope_dim,
+        10000.0,
+        0.5,
+        fac,
+        neox,
+        heads,
+        kv_heads,
+    )
+    fused = ops.qkv(*args)
+    composed = composite.qkv(ops, *args)
+    for got, want in zip(fused, composed, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    reference = REFERENCE.qkv(*args)
+    for got, want in zip(fused, reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.BF16], ids=lambda t: t.name)
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("n_tok", [1, 9])
+def test_ffn_in_one_call_is_the_composition(
+    ops: NativeOps, ggml_type: GGMLType, gelu: bool, n_tok: int
+) -> None:
+    rng = np.random.default_rng(n_tok + gelu)
+    dim, width = 256, 512
+    gate, up = (random_weights(rng, ggml_type, width, dim) for _ in range(2))
+    down = random_weights(rng, ggml_type, dim, width)
+    gate, up, down = ops.prepare([gate, up, down])
+    x = random_activations(rng, n_tok, dim)
+    fused = ops.ffn(x, gate, up, down, gelu)
+    np.testing.assert_array_equal(fused, composite.ffn(ops, x, gate, up, down, gelu))
+    want = REFERENCE.ffn(x, gate, up, down, gelu)
+    np.testing.assert_allclose(fused, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def test_pieces_refuse_weights_that_do_not_fit(ops: NativeOps) -> None:
+    rng = np.random.default_rng(3)
+    gate = random_weights(rng, GGMLType.Q8_0, 64, 96)
+    down = random_weights(rng, GGMLType.Q8_0, 96, 32)  # rows of 32: gate's output has 64
+    with pytest.raises(ValueError):
+        ops.ffn(random_activations(rng, 1, 96), gate, gate, down, False)
+    wq, wk, wv = _case(rng, GGMLType.Q8_0, 64, 2, 1, 32)
+    x, positions = random_activations(rng, 1, 64), np.zeros(1, np.int64)
+    rope = (1e4, 1.0, None, False, 2, 1)  # base, freq_scale, factors, neox, heads, kv heads
+    with pytest.raises(ValueError, match="rope_dim"):
+        ops.qkv(x, wq, wk, wv, None, None, None, None, None, 1e-6, positions, 48, *rope)
+    with pytest.raises(ValueError):  # a bias of the wrong length
+        ops.qkv(x, wq, wk, wv, np.zeros(3, np.float32), None, None, None, None, 1e-6, positions, 32, *rope)
