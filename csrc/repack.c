@@ -50,19 +50,23 @@ static void repack_q4_K(const uint8_t *src, size_t stride, uint8_t *dst) {
     }
 }
 
-/* The 6-bit value of weight i of a Q6_K block (0..63; the weight is d * scale * (q - 32)). */
-static int q6_K_value(const block_q6_K *b, int i) {
-    const int half = i / 128, l = i % 32, quarter = (i % 128) / 32;
-    const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
-    const int low = quarter & 1 ? ql[l + 32] : ql[l];
-    const int low4 = quarter < 2 ? low & 0xF : low >> 4;
-    return low4 | ((qh[l] >> (2 * quarter)) & 3) << 4;
+/* The 6-bit values (0..63) of a Q6_K block's 256 weights; a weight is d * scale * (q - 32). */
+static void q6_K_values(const block_q6_K *b, uint8_t q[QK_K]) {
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
+        uint8_t *out = q + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            out[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            out[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            out[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            out[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+        }
+    }
 }
 
 /* One Q6_K super-block of 16 rows, `stride` bytes apart. */
 static void repack_q6_K(const uint8_t *src, size_t stride, uint8_t *dst) {
-    uint8_t *scales = dst + 32, *q = dst + 32 + 256;
-    memset(q, 0, 8 * 6 * R16_VECTOR_BYTES);
+    uint8_t *scales = dst + 32, *out = dst + 32 + 256;
     for (int r = 0; r < R16_ROWS; r++) {
         const block_q6_K *b = (const block_q6_K *)(src + r * stride);
         put16(dst, r, b->d);
@@ -70,14 +74,20 @@ static void repack_q6_K(const uint8_t *src, size_t stride, uint8_t *dst) {
             scales[p * 32 + 2 * r] = (uint8_t)b->scales[2 * p];
             scales[p * 32 + 2 * r + 1] = (uint8_t)b->scales[2 * p + 1];
         }
+        uint8_t q[QK_K];
+        q6_K_values(b, q);
         for (int p = 0; p < 8; p++) {
-            uint8_t *nib = q + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
-            for (int j = 0; j < 32; j++) {
-                const int w = q6_K_value(b, 32 * p + j);
-                const int v = (j % 16) / 4, i = j % 4, s = (j % 16) / 4, h = j / 16;
-                nib[v * R16_VECTOR_BYTES + 4 * r + i] |= (uint8_t)((w & 0xF) << (j < 16 ? 0 : 4));
-                high[h * R16_VECTOR_BYTES + 4 * r + i] |= (uint8_t)((w >> 4) << (2 * s));
-            }
+            const uint8_t *w = q + 32 * p;
+            uint8_t *nib = out + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
+            for (int v = 0; v < 4; v++)
+                for (int i = 0; i < 4; i++)
+                    nib[v * R16_VECTOR_BYTES + 4 * r + i] = (uint8_t)((w[4 * v + i] & 0xF) | (w[16 + 4 * v + i] & 0xF) << 4);
+            for (int h = 0; h < 2; h++)
+                for (int i = 0; i < 4; i++) {
+                    int bits = 0;
+                    for (int sh = 0; sh < 4; sh++) bits |= (w[16 * h + 4 * sh + i] >> 4) << (2 * sh);
+                    high[h * R16_VECTOR_BYTES + 4 * r + i] = (uint8_t)bits;
+                }
         }
     }
 }

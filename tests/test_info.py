@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import write_mini_model
 from edgelm.cli.main import main
 from edgelm.convert.synth import synthesize
@@ -31,7 +33,21 @@ def test_info_says_which_kernels_run(tmp_path, capsys, monkeypatch) -> None:
     synthesize("tiny-llama", "q8_0", path)
     monkeypatch.setenv("EDGELM_ISA", "numpy")
     assert main(["info", str(path)]) == 0
-    assert "kernels:       numpy, forced by EDGELM_ISA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kernels:       numpy, forced by EDGELM_ISA" in out
+    assert "repacked:" not in out  # the NumPy kernels read the file as it is
+
+
+def test_info_says_which_types_are_repacked(tmp_path, capsys) -> None:
+    from edgelm.kernels.ops import select_ops
+
+    ops = select_ops()
+    if "Q8_0" not in {t.name for t in getattr(ops, "repacked_types", [])}:
+        pytest.skip(f"the {ops.name} kernels repack no Q8_0 weights")
+    path = tmp_path / "m.gguf"
+    synthesize("tiny-llama", "q8_0", path)
+    assert main(["info", str(path)]) == 0
+    assert "repacked:      Q8_0 matrices, at load" in capsys.readouterr().out
 
 
 def test_info_reports_why_a_file_cannot_run(tmp_path, capsys) -> None:

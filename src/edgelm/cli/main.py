@@ -77,7 +77,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if s.problem is not None:
         print(f"runnable:      no: {s.problem}")
     print(f"kernels:       {kernel_description()}")
+    repacked = _repacked_types([share.type_name for share in s.quant_mix])
+    if repacked:
+        print(f"repacked:      {', '.join(repacked)} matrices, at load (16 rows interleaved)")
     return 0
+
+
+def _repacked_types(type_names: list[str]) -> list[str]:
+    """Which of these tensor types the kernels in use repack at load."""
+    from edgelm.kernels.ops import select_ops
+
+    ops = select_ops()
+    known = {t.name for t in getattr(ops, "repacked_types", [])}
+    return [name for name in type_names if name in known]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 
 import numpy as np
 
+from edgelm.gguf.constants import GGMLType
 from edgelm.kernels.ops import BACKENDS, Ops
 from edgelm.kernels.packed import Layout, PackedTensor, Weight, anonymous_bytes
 from edgelm.weights.qtensor import QTensor
@@ -73,6 +74,11 @@ class NativeOps:
         return f"NativeOps({self.name!r}, n_threads={self.n_threads})"
 
     # -- the Ops protocol ------------------------------------------------------------------------
+
+    @property
+    def repacked_types(self) -> list[GGMLType]:
+        """The tensor types whose matrices `prepare` repacks (the R16 layout)."""
+        return [t for t in GGMLType if self._k.r16_supported(int(t))]
 
     def packable(self, w: QTensor) -> bool:
         """Whether `prepare` would repack `w` (these kernels have an R16 product for its type)."""

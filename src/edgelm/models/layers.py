@@ -42,9 +42,6 @@ class Rope:
     freq_scale: float = 1.0
     factors: np.ndarray | None = None  # per-frequency divisors (Llama 3 scaling)
 
-    def angles(self, ops: Ops, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return ops.rope_angles(positions, self.dim, self.base, self.freq_scale, self.factors)
-
 
 @dataclass(frozen=True)
 class AttentionWeights:
