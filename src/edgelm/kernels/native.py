@@ -49,6 +49,8 @@ def _opt(x: np.ndarray | None) -> np.ndarray | None:
 
 def _matrix(w: Weight) -> tuple[np.ndarray, int, int, int, int]:
     """A weight as the native composite ops take it: (bytes, type, n_rows, k, layout)."""
+    if isinstance(w, PackedTensor):
+        return w.kernel_args
     return (w.data, int(w.ggml_type), w.data.shape[0], w.shape[-1], int(w.layout))
 
 

@@ -37,6 +37,10 @@ class Ops(Protocol):
 
     def matmul(self, x: np.ndarray, w: Weight) -> np.ndarray: ...
 
+    def embedding(self, w: QTensor, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` of the file's tensor w, dequantized: float32 (len(ids), K), as `w.rows(ids)`."""
+        ...
+
     def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray: ...
 
     def rope_angles(
@@ -111,6 +115,7 @@ class _ReferenceOps:
     name: str = "numpy"
     prepare = staticmethod(_as_is)
     matmul = staticmethod(reference.matmul)
+    embedding = staticmethod(reference.embedding)
     rms_norm = staticmethod(reference.rms_norm)
     rope_angles = staticmethod(reference.rope_angles)
     rope = staticmethod(reference.rope)

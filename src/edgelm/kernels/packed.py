@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 from dataclasses import dataclass
+from functools import cached_property
 from enum import IntEnum
 
 import numpy as np
@@ -40,6 +41,11 @@ class PackedTensor:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
+
+    @cached_property
+    def kernel_args(self) -> tuple[np.ndarray, int, int, int, int]:
+        """(bytes, type, n_rows, k, layout): how the native ops take it, built once."""
+        return (self.data, int(self.ggml_type), self.data.shape[0], self.shape[-1], int(self.layout))
 
     def dequantize(self) -> np.ndarray:
         return self.source.dequantize()

@@ -93,6 +93,11 @@ def matmul(x: np.ndarray, w: QTensor) -> np.ndarray:
     return (xq.astype(np.float64) @ w.dequantize().T.astype(np.float64)).astype(_F32)
 
 
+def embedding(w: QTensor, ids: np.ndarray) -> np.ndarray:
+    """Rows `ids` of w dequantized (an embedding lookup): float32 (len(ids), K)."""
+    return w.rows(ids)
+
+
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """RMSNorm over the last axis: float32 squares summed in float64, the rest in float32 (as ggml)."""
     mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(_F32)

@@ -190,7 +190,7 @@ class Transformer:
         if lengths is None:
             lengths = [len(tokens)]
         bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-        x = self.tok_embd.rows(tokens)  # (T, E)
+        x = self.ops.embedding(self.tok_embd, tokens)  # (T, E)
         if self.embed_scale != 1.0:
             x = x * np.float32(self.embed_scale)
         block = self.arch.block
