@@ -26,6 +26,11 @@ int edgelm_repack_r16(const struct edgelm_ctx *ctx, int type, const uint8_t *src
 /* y (n, K) = rows ids[0..n) of w, dequantized exactly. */
 int edgelm_get_rows(const struct edgelm_ctx *ctx, const struct qmatrix *w, const int64_t *ids, int64_t n, float *y);
 
+/* y (n, k) = rows ids[0..n) of a matrix of `type` stored at `offset` in file `fd`, read with pread
+ * (nothing mapped: a lookup in a large table brings no pages around its rows into memory). */
+int edgelm_read_rows(int fd, int64_t offset, int type, int64_t n_rows, int64_t k, const int64_t *ids, int64_t n,
+                     float *y);
+
 /* RMSNorm of n_rows rows of width n, each multiplied by w (n). */
 int edgelm_rms_norm(const struct edgelm_ctx *ctx, const float *x, const float *w, float *y, int64_t n_rows,
                     int64_t n, float eps);

@@ -6,6 +6,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <string.h>
+#include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -153,6 +155,51 @@ fail_x:
 fail_w:
     PyBuffer_Release(&wv);
     return NULL;
+}
+
+PyDoc_STRVAR(read_rows_doc, "read_rows(fd, offset, type, n_rows, k, ids, out)\n--\n\n"
+                            "out (n, k) = rows `ids` (int64) of a matrix stored at `offset` in file `fd`, "
+                            "read with pread and dequantized.");
+
+static PyObject *Kernels_read_rows(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (check_nargs(nargs, 7, "read_rows")) return NULL;
+    long long fd, offset, type, n_rows, k;
+    if (get_ll(args[0], &fd, "fd") || get_ll(args[1], &offset, "offset") || get_ll(args[2], &type, "type") ||
+        get_ll(args[3], &n_rows, "n_rows") || get_ll(args[4], &k, "k"))
+        return NULL;
+    const int bs = type >= 0 && type < GGML_TYPE_COUNT ? ggml_block_size((int)type) : 0;
+    if (bs == 0 || k <= 0 || k % bs || offset < 0 || fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "read_rows: bad fd, offset, type or row length");
+        return NULL;
+    }
+    Py_buffer iv, ov;
+    if (get_buffer(args[5], &iv, sizeof(int64_t), 0, "ids")) return NULL;
+    if (get_buffer(args[6], &ov, sizeof(float), 1, "out")) {
+        PyBuffer_Release(&iv);
+        return NULL;
+    }
+    const long long n = n_items(&iv);
+    int err = check_items(&ov, n * k, "out");
+    if (!err) {
+        Py_BEGIN_ALLOW_THREADS
+        err = edgelm_read_rows((int)fd, offset, (int)type, n_rows, k, iv.buf, n, ov.buf);
+        Py_END_ALLOW_THREADS
+        if (err == EIO || err == EBADF) {
+            PyErr_Format(PyExc_OSError, "reading rows of the model file failed: %s",
+                         err == EIO ? "the file is shorter than it says" : strerror(err));
+            err = -1;
+        } else if (err) {
+            raise_errno(err);
+            err = -1;
+        }
+    } else {
+        err = -1;
+    }
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&iv);
+    if (err) return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(get_rows_doc, "get_rows(w, type, n_rows, k, ids, out)\n--\n\n"
@@ -662,6 +709,7 @@ static PyMethodDef Kernels_methods[] = {
     {"r16_supported", (PyCFunction)(void (*)(void))Kernels_r16_supported, METH_FASTCALL, r16_supported_doc},
     {"matmul", (PyCFunction)(void (*)(void))Kernels_matmul, METH_FASTCALL, matmul_doc},
     {"get_rows", (PyCFunction)(void (*)(void))Kernels_get_rows, METH_FASTCALL, get_rows_doc},
+    {"read_rows", (PyCFunction)(void (*)(void))Kernels_read_rows, METH_FASTCALL, read_rows_doc},
     {"rms_norm", (PyCFunction)(void (*)(void))Kernels_rms_norm, METH_FASTCALL, rms_norm_doc},
     {"silu", (PyCFunction)(void (*)(void))Kernels_silu, METH_FASTCALL, "silu(x, out)"},
     {"gelu_tanh", (PyCFunction)(void (*)(void))Kernels_gelu_tanh, METH_FASTCALL, "gelu_tanh(x, out)"},

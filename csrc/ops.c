@@ -1,7 +1,10 @@
 /* Drivers of the non-matmul kernels: threading and the shape loops around the ISA pieces. */
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "edgelm_ops.h"
 #include "fp16.h"
@@ -42,6 +45,30 @@ int edgelm_get_rows(const struct edgelm_ctx *ctx, const struct qmatrix *w, const
     exec_run(&ex, get_rows_task, &rt, threads_for(&ex, (double)n * (double)w->k));
     exec_end(&ex);
     return 0;
+}
+
+int edgelm_read_rows(int fd, int64_t offset, int type, int64_t n_rows, int64_t k, const int64_t *ids, int64_t n,
+                     float *y) {
+    const int bs = ggml_block_size(type);
+    if (bs == 0 || k <= 0 || k % bs) return EINVAL;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= n_rows) return ERANGE;
+    const size_t row_bytes = (size_t)(k / bs) * ggml_type_size(type);
+    uint8_t *buf = malloc(row_bytes);
+    if (!buf) return ENOMEM;
+    int err = 0;
+    for (int64_t i = 0; i < n && !err; i++) {
+        const off_t at = (off_t)(offset + ids[i] * (int64_t)row_bytes);
+        for (size_t done = 0; done < row_bytes && !err;) {
+            const ssize_t got = pread(fd, buf + done, row_bytes - done, at + (off_t)done);
+            if (got > 0) done += (size_t)got;
+            else if (got == 0) err = EIO; /* the file is shorter than its header says */
+            else if (errno != EINTR) err = errno;
+        }
+        if (!err) dequantize_row(type, buf, y + i * k, k);
+    }
+    free(buf);
+    return err;
 }
 
 /* ---- RMSNorm and unary ops ------------------------------------------------------------------- */

@@ -262,3 +262,31 @@ def test_a_loaded_model_does_not_hold_its_weights_twice(tiny_model) -> None:
         pytest.skip("these kernels read the file's layout")
     # The file's pages under the repacked tensors were given back (a page at each end may stay).
     assert _mapped_rss_kb(path) * 1024 <= path.stat().st_size - packed + 2 * 4096 * len(weights)
+
+
+def _mapped_pages(view: np.ndarray) -> int:
+    """How many pages under `view` this process has mapped (/proc/self/pagemap's present bit)."""
+    import os
+    import struct
+
+    page = 4096
+    start = view.__array_interface__["data"][0] // page
+    end = (view.__array_interface__["data"][0] + view.nbytes + page - 1) // page
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        entries = os.pread(fd, (end - start) * 8, start * 8)
+    finally:
+        os.close(fd)
+    return sum(1 for (e,) in struct.iter_unpack("<Q", entries) if e >> 63)
+
+
+def test_embedding_lookups_map_no_file_pages(tiny_model) -> None:
+    m = edgelm.load(tiny_model("tiny-qwen2", "q8_0"))
+    embd = m.transformer.tok_embd
+    ids = list(range(3, 500, 7))
+    m.generate(ids, max_tokens=4, temperature=0.0)
+    # The rows were read from the file, not through the mapping: at most the two pages it shares with
+    # its neighbours in the file are mapped.
+    assert _mapped_pages(embd.data) <= 2
+    embd.rows(np.array(ids))  # through the mapping: its pages come in
+    assert _mapped_pages(embd.data) > 10

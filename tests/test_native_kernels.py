@@ -133,6 +133,32 @@ def test_embedding_matches_dequantize(ops: NativeOps, ggml_type: GGMLType) -> No
         ops.embedding(w, np.array([11]))
 
 
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.BF16], ids=lambda t: t.name)
+def test_embedding_rows_read_from_the_file(ops: NativeOps, ggml_type: GGMLType, tmp_path) -> None:
+    import os
+
+    from edgelm.weights.qtensor import FileRows
+
+    rng = np.random.default_rng(ggml_type.value + 1)
+    w = random_weights(rng, ggml_type, 11, QK_K)
+    path = tmp_path / "rows.bin"
+    path.write_bytes(b"header!" + w.data.tobytes())  # the tensor 7 bytes into the file
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        rows = FileRows(fd, 7)
+        ids = np.array([3, 0, 10, 3])
+        want = w.rows(ids).view(np.uint32)
+        np.testing.assert_array_equal(ops.embedding(w, ids, rows).view(np.uint32), want)
+        np.testing.assert_array_equal(reference.embedding(w, ids, rows).view(np.uint32), want)
+        for read in (ops.embedding, reference.embedding):
+            with pytest.raises(IndexError):
+                read(w, np.array([11]), rows)
+            with pytest.raises(OSError, match="shorter"):
+                read(w, np.array([10]), FileRows(fd, 7 + w.data.shape[1]))  # past the file's end
+    finally:
+        os.close(fd)
+
+
 def test_rms_norm(ops: NativeOps) -> None:
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((5, 3, 72)) * 4).astype(np.float32)

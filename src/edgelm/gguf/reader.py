@@ -419,14 +419,18 @@ class GGUFFile:
         """
         if not isinstance(self._buffer, mmap.mmap) or view.size == 0:
             return
-        base = np.frombuffer(self._buffer, dtype=np.uint8, count=1).__array_interface__["data"][0]
-        start = view.__array_interface__["data"][0] - base
-        if not 0 <= start <= self.file_size - view.nbytes:
-            raise ValueError("release: the view is not inside this file's mapping")
+        start = self._offset_of(view)
         first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages only: neighbours stay mapped
         last = (start + view.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
         if last > first:
             self._buffer.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+    def _offset_of(self, view: np.ndarray) -> int:
+        base = np.frombuffer(self._buffer, dtype=np.uint8, count=1).__array_interface__["data"][0]
+        start = view.__array_interface__["data"][0] - base
+        if not 0 <= start <= self.file_size - view.nbytes:
+            raise ValueError("the view is not inside this file's mapping")
+        return start
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors.values())

@@ -18,7 +18,7 @@ import numpy as np
 from edgelm.gguf.constants import GGMLType
 from edgelm.kernels.ops import BACKENDS, Ops
 from edgelm.kernels.packed import Layout, PackedTensor, Weight, anonymous_bytes
-from edgelm.weights.qtensor import QTensor
+from edgelm.weights.qtensor import FileRows, QTensor
 
 try:
     from edgelm import _native
@@ -257,12 +257,16 @@ class NativeOps:
         self._k.gelu_tanh_mul(g, _f32(u), out)
         return out
 
-    def embedding(self, w: QTensor, ids: np.ndarray) -> np.ndarray:
-        """Rows `ids` of w dequantized: float32 (len(ids), K), the same values as `w.rows(ids)`."""
+    def embedding(self, w: QTensor, ids: np.ndarray, rows: FileRows | None = None) -> np.ndarray:
+        """Rows `ids` of w dequantized: float32 (len(ids), K), the same values as `w.rows(ids)`; read
+        from the file with pread when `rows` says where w lies in it."""
         ids = _i64(ids).reshape(-1)
         n_rows, k = w.data.shape[0], w.shape[-1]
         out = np.empty((len(ids), k), _F32)
-        self._k.get_rows(w.data, w.ggml_type, n_rows, k, ids, out)
+        if rows is None:
+            self._k.get_rows(w.data, w.ggml_type, n_rows, k, ids, out)
+        else:
+            self._k.read_rows(rows.fd, rows.offset, w.ggml_type, n_rows, k, ids, out)
         return out
 
 

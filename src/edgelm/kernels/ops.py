@@ -16,7 +16,7 @@ import numpy as np
 
 from edgelm.kernels import composite, reference
 from edgelm.kernels.packed import Weight
-from edgelm.weights.qtensor import QTensor
+from edgelm.weights.qtensor import FileRows, QTensor
 
 __all__ = ["BACKENDS", "REFERENCE", "Ops", "select_ops"]
 
@@ -37,8 +37,9 @@ class Ops(Protocol):
 
     def matmul(self, x: np.ndarray, w: Weight) -> np.ndarray: ...
 
-    def embedding(self, w: QTensor, ids: np.ndarray) -> np.ndarray:
-        """Rows `ids` of the file's tensor w, dequantized: float32 (len(ids), K), as `w.rows(ids)`."""
+    def embedding(self, w: QTensor, ids: np.ndarray, rows: FileRows | None = None) -> np.ndarray:
+        """Rows `ids` of the file's tensor w, dequantized: float32 (len(ids), K), as `w.rows(ids)`;
+        read from the file with pread when `rows` says where w lies in it."""
         ...
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray: ...

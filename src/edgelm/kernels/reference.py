@@ -10,10 +10,13 @@ oracle.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from edgelm.gguf.constants import QK, QK_K, GGMLType
-from edgelm.weights.qtensor import QTensor
+from edgelm.weights.dequant import dequantize
+from edgelm.weights.qtensor import FileRows, QTensor
 
 __all__ = [
     "attention",
@@ -93,9 +96,22 @@ def matmul(x: np.ndarray, w: QTensor) -> np.ndarray:
     return (xq.astype(np.float64) @ w.dequantize().T.astype(np.float64)).astype(_F32)
 
 
-def embedding(w: QTensor, ids: np.ndarray) -> np.ndarray:
-    """Rows `ids` of w dequantized (an embedding lookup): float32 (len(ids), K)."""
-    return w.rows(ids)
+def embedding(w: QTensor, ids: np.ndarray, rows: FileRows | None = None) -> np.ndarray:
+    """Rows `ids` of w dequantized (an embedding lookup): float32 (len(ids), K); read from the file
+    with pread when `rows` says where w lies in it."""
+    if rows is None:
+        return w.rows(ids)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    n_rows, row_bytes = w.data.shape
+    if ids.size and (ids.min() < 0 or ids.max() >= n_rows):
+        raise IndexError(f"row index out of range for {w.name!r} ({n_rows} rows)")
+    packed = np.empty((len(ids), row_bytes), np.uint8)
+    for i, r in enumerate(ids.tolist()):
+        raw = os.pread(rows.fd, row_bytes, rows.offset + r * row_bytes)
+        if len(raw) != row_bytes:
+            raise OSError(f"reading rows of {w.name!r} failed: the file is shorter than it says")
+        packed[i] = np.frombuffer(raw, np.uint8)
+    return dequantize(packed, w.ggml_type, (len(ids), w.shape[-1]))
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:

@@ -8,6 +8,8 @@ file's architecture string in `models.registry`.
 from __future__ import annotations
 
 import math
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +23,7 @@ from edgelm.models.layers import AttentionWeights, FFNWeights, Rope
 from edgelm.models.layout import OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD
 from edgelm.models.model_file import ModelFile
 from edgelm.runtime.kv_cache import ContiguousCache, LayerCache, SequenceCache, SlidingWindowCache
-from edgelm.weights.qtensor import QTensor
+from edgelm.weights.qtensor import FileRows, QTensor
 
 __all__ = ["Architecture", "Layer", "Transformer"]
 
@@ -30,6 +32,11 @@ Segments = list[tuple[int, int, LayerCache]]
 
 # The matrix products of a block, by their names in the file (blk.N.<name>.weight).
 _LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+# Its small tensors, where the architecture has them.
+_LAYER_SMALL = (
+    "attn_norm.weight", "ffn_norm.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+    "attn_q_norm.weight", "attn_k_norm.weight", "post_attention_norm.weight", "post_ffw_norm.weight",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class Transformer:
     q_scale: float
     ops: Ops
     model_file: ModelFile | None = field(default=None, repr=False)
+    embd_rows: FileRows | None = field(default=None, repr=False)  # where tok_embd lies in its file
 
     @classmethod
     def from_model_file(cls, mf: ModelFile, arch: Architecture, ops: Ops | None = None) -> Transformer:
@@ -81,6 +89,11 @@ class Transformer:
         t = mf.tensors
         ops = ops or select_ops()
 
+        # The small tensors (norms, biases, RoPE factors) as float32, read first: reading a tensor maps
+        # the file's large pages around it, which must not bring back a repacked matrix's pages.
+        small_names = [ROPE_FREQS, OUTPUT_NORM]
+        small_names += [f"blk.{i}.{s}" for i in range(cfg.n_layers) for s in _LAYER_SMALL]
+        smalls = {name: t[name].dequantize() for name in small_names if name in t}
         # Every matrix product's weights in the layout the kernels read fastest (maybe repacked, all
         # at once). A tied output head is repacked too: the embedding lookup reads the file's rows.
         names = [f"blk.{i}.{m}.weight" for i in range(cfg.n_layers) for m in _LAYER_MATRICES]
@@ -91,8 +104,7 @@ class Transformer:
             return prepared[name]
 
         def small(name: str) -> np.ndarray | None:
-            """A norm weight or bias: tiny, kept as float32."""
-            return t[name].dequantize() if name in t else None
+            return smalls.get(name)
 
         def need(name: str) -> np.ndarray:
             v = small(name)
@@ -142,18 +154,27 @@ class Transformer:
                     post_ffn_norm=small(b + "post_ffw_norm.weight"),
                 )
             )
-        return cls(
+        output_norm = need(OUTPUT_NORM)
+        # The embedding lookup reads its rows from the file (see FileRows), on a descriptor of its own.
+        try:
+            fd = os.open(mf.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as e:
+            raise ModelFileError(mf.path, f"cannot open: {e.strerror or e}") from e
+        model = cls(
             config=cfg,
             arch=arch,
             tok_embd=t[TOKEN_EMBD],
+            embd_rows=FileRows(fd, mf.gguf.tensors[TOKEN_EMBD].offset),
             layers=tuple(layers),
-            output_norm=need(OUTPUT_NORM),
+            output_norm=output_norm,
             output=prepared[names[-1]],
             embed_scale=arch.embed_scale(cfg),
             q_scale=arch.q_scale(cfg),
             ops=ops,
             model_file=mf,
         )
+        weakref.finalize(model, os.close, fd)
+        return model
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -190,7 +211,7 @@ class Transformer:
         if lengths is None:
             lengths = [len(tokens)]
         bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-        x = self.ops.embedding(self.tok_embd, tokens)  # (T, E)
+        x = self.ops.embedding(self.tok_embd, tokens, self.embd_rows)  # (T, E)
         if self.embed_scale != 1.0:
             x = x * np.float32(self.embed_scale)
         block = self.arch.block

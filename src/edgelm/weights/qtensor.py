@@ -13,6 +13,18 @@ from edgelm.weights.dequant import dequantize
 __all__ = ["QTensor"]
 
 
+@dataclass(frozen=True)
+class FileRows:
+    """Where a tensor's rows lie in its file, to read a few of them with pread rather than the mapping.
+
+    A lookup in a large table (an embedding) through the mapping makes resident the file's large
+    pages around every row it reads: tens of MB for a prompt.  Reading the rows maps nothing.
+    """
+
+    fd: int  # open for reading as long as the model is
+    offset: int  # of the tensor's first byte
+
+
 @dataclass(frozen=True, eq=False)
 class QTensor:
     """Packed weights: `data` holds the GGUF blocks, one row of `shape[-1]` weights per data row."""
