@@ -42,7 +42,7 @@ INLINE void block_chunks(const int type, const uint8_t *q, __m512i w[R16_CHUNKS]
         return;
     }
     const int high = type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q5_1;
-    const uint8_t *nib = q + (high ? R16_MASK_BYTES : 0);
+    const uint8_t *nib = q + (high ? R16_HIGH_BYTES : 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     for (int p = 0; p < R16_NIBBLE_VECTORS; p++) {
         const __m512i v = _mm512_loadu_si512(nib + p * R16_VECTOR_BYTES);
@@ -50,12 +50,17 @@ INLINE void block_chunks(const int type, const uint8_t *q, __m512i w[R16_CHUNKS]
         w[p + R16_NIBBLE_VECTORS] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
     }
     if (high) {
-        const __m512i bit4 = _mm512_set1_epi8(0x10);
-        for (int c = 0; c < R16_CHUNKS; c++) {
-            uint64_t bits;
-            memcpy(&bits, q + 8 * c, sizeof bits);
-            w[c] = _mm512_mask_add_epi8(w[c], _cvtu64_mask64(bits), w[c], bit4);
-        }
+        /* bit c of each byte to bit 4 (16-bit shifts: bit 4 of either byte only ever comes from
+         * its own byte), or-ed in: 0xF8 is a | (b & c) */
+        const __m512i bit4 = _mm512_set1_epi8(0x10), h = _mm512_loadu_si512(q);
+        w[0] = _mm512_ternarylogic_epi32(w[0], _mm512_slli_epi16(h, 4), bit4, 0xF8);
+        w[1] = _mm512_ternarylogic_epi32(w[1], _mm512_slli_epi16(h, 3), bit4, 0xF8);
+        w[2] = _mm512_ternarylogic_epi32(w[2], _mm512_slli_epi16(h, 2), bit4, 0xF8);
+        w[3] = _mm512_ternarylogic_epi32(w[3], _mm512_slli_epi16(h, 1), bit4, 0xF8);
+        w[4] = _mm512_ternarylogic_epi32(w[4], h, bit4, 0xF8);
+        w[5] = _mm512_ternarylogic_epi32(w[5], _mm512_srli_epi16(h, 1), bit4, 0xF8);
+        w[6] = _mm512_ternarylogic_epi32(w[6], _mm512_srli_epi16(h, 2), bit4, 0xF8);
+        w[7] = _mm512_ternarylogic_epi32(w[7], _mm512_srli_epi16(h, 3), bit4, 0xF8);
     }
 }
 

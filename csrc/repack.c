@@ -97,15 +97,14 @@ static void put_nibbles(uint8_t *dst, int r, const uint8_t *qs) {
     for (int p = 0; p < R16_NIBBLE_VECTORS; p++) memcpy(dst + p * R16_VECTOR_BYTES + 4 * r, qs + 4 * p, 4);
 }
 
-/* Q5_x high bits: the 64-bit mask of chunk c holds bit i of weight 4c + i of row r at bit 4r + i. */
+/* Q5_x high bits: byte i of lane r holds at bit c the high bit of weight 4c + i of row r. */
 static void put_high_bits(uint8_t *dst, int r, const uint8_t qh_bytes[4]) {
     uint32_t qh;
     memcpy(&qh, qh_bytes, sizeof qh);
-    for (int c = 0; c < R16_CHUNKS; c++) {
-        uint64_t mask;
-        memcpy(&mask, dst + 8 * c, sizeof mask);
-        mask |= (uint64_t)((qh >> (4 * c)) & 0xF) << (4 * r);
-        memcpy(dst + 8 * c, &mask, sizeof mask);
+    for (int i = 0; i < 4; i++) {
+        uint8_t bits = 0;
+        for (int c = 0; c < R16_CHUNKS; c++) bits |= (uint8_t)(((qh >> (4 * c + i)) & 1) << c);
+        dst[4 * r + i] = bits;
     }
 }
 
@@ -141,22 +140,20 @@ static void repack_block32(int type, const uint8_t *src, size_t stride, uint8_t 
         }
         break;
     case GGML_TYPE_Q5_0:
-        memset(dst + scales, 0, R16_MASK_BYTES);
         for (int r = 0; r < R16_ROWS; r++) {
             const block_q5_0 *b = (const block_q5_0 *)(src + r * stride);
             put16(dst, r, b->d);
             put_high_bits(dst + scales, r, b->qh);
-            put_nibbles(dst + scales + R16_MASK_BYTES, r, b->qs);
+            put_nibbles(dst + scales + R16_HIGH_BYTES, r, b->qs);
         }
         break;
     case GGML_TYPE_Q5_1:
-        memset(dst + 2 * scales, 0, R16_MASK_BYTES);
         for (int r = 0; r < R16_ROWS; r++) {
             const block_q5_1 *b = (const block_q5_1 *)(src + r * stride);
             put16(dst, r, b->d);
             put16(dst + scales, r, b->m);
             put_high_bits(dst + 2 * scales, r, b->qh);
-            put_nibbles(dst + 2 * scales + R16_MASK_BYTES, r, b->qs);
+            put_nibbles(dst + 2 * scales + R16_HIGH_BYTES, r, b->qs);
         }
         break;
     default: break;

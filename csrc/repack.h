@@ -10,8 +10,8 @@
  *   Q4_0  d[16] | 4 nibble vectors: lane r = packed bytes 4p .. 4p+3 of row r (low nibbles: weights
  *         4p .. 4p+3, high nibbles: weights 16+4p .. 16+4p+3)
  *   Q4_1  d[16] | m[16] | 4 nibble vectors
- *   Q5_0  d[16] | 8 masks (u64): bit 4r+i of mask c = high bit of weight 4c+i of row r | 4 nibble vectors
- *   Q5_1  d[16] | m[16] | 8 masks | 4 nibble vectors
+ *   Q5_0  d[16] | high-bit vector: lane r byte i bit c = high bit of weight 4c+i of row r | 4 nibble vectors
+ *   Q5_1  d[16] | m[16] | high-bit vector | 4 nibble vectors
  * and super-block b (256 weights of each row) of the K-quants takes R16_Q4_K_BYTES / R16_Q6_K_BYTES:
  *   Q4_K  d[16] | dmin[16] | scale[j][r] (u8, j = 32-weight sub-block) | min[p][r][2] (u8, the mins of
  *         sub-blocks 2p, 2p+1: a pair per lane) | for each 64 weights p: 8 nibble vectors, vector v
@@ -34,7 +34,7 @@
 #define R16_VECTOR_BYTES 64
 #define R16_CHUNKS 8 /* chunks of 4 weights in a block of 32 */
 #define R16_NIBBLE_VECTORS 4
-#define R16_MASK_BYTES (R16_CHUNKS * 8)
+#define R16_HIGH_BYTES R16_VECTOR_BYTES /* Q5_x: the high bits of a block's 16 rows */
 
 #define R16_Q4_K_BYTES (2 * 32 + 8 * 16 + 4 * 32 + 4 * 8 * R16_VECTOR_BYTES)
 #define R16_Q6_K_BYTES (32 + 8 * 32 + 8 * 6 * R16_VECTOR_BYTES)

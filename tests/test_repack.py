@@ -39,11 +39,12 @@ def r16_block32(raw: np.ndarray, ggml_type: GGMLType, n_rows: int, k: int) -> np
     else:
         if high:
             qh = blocks[..., heads : heads + 4].copy().view("<u4")[..., 0].astype(np.uint64)  # (G, B, 16)
-            masks = np.zeros((*blocks.shape[:2], 8), np.uint64)
+            plane = np.zeros((*blocks.shape[:2], R16, 4), np.uint8)  # (G, B, row, byte i): bit c
             for c in range(8):
-                for r in range(R16):
-                    masks[:, :, c] |= ((qh[:, :, r] >> np.uint64(4 * c)) & np.uint64(0xF)) << np.uint64(4 * r)
-            parts.append(masks.astype("<u8").view(np.uint8).reshape(*blocks.shape[:2], -1))
+                for i in range(4):
+                    bit = (qh >> np.uint64(4 * c + i)) & np.uint64(1)
+                    plane[..., i] |= (bit << np.uint64(c)).astype(np.uint8)
+            parts.append(plane.reshape(*blocks.shape[:2], -1))
         qs = blocks[..., ts - 16 : ts]  # (G, B, 16, 16) packed nibbles
         vectors = qs.reshape(*qs.shape[:3], 4, 4).transpose(0, 1, 3, 2, 4)  # (G, B, vector, row, 4)
         parts.append(vectors.reshape(*blocks.shape[:2], -1))
