@@ -1,0 +1,41 @@
+/* What the files of the edgelm._native module share: the Kernels object, the argument helpers, and
+ * the methods defined outside module.c. */
+#ifndef EDGELM_MODULE_ARGS_H
+#define EDGELM_MODULE_ARGS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "edgelm_ops.h"
+
+typedef struct {
+    PyObject_HEAD
+    struct edgelm_ctx ctx;
+    int n_threads;
+} KernelsObject;
+
+/* A C-contiguous buffer of `itemsize`-byte items (writable if asked); -1 with an exception set. */
+int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *name);
+Py_ssize_t n_items(const Py_buffer *view);
+/* -1 with an exception set unless the buffer holds `want` items. */
+int check_items(const Py_buffer *view, long long want, const char *name);
+int get_ll(PyObject *obj, long long *out, const char *name);
+int check_nargs(Py_ssize_t nargs, Py_ssize_t want, const char *fn);
+/* The Python exception of a kernel's errno value; always NULL. */
+PyObject *raise_errno(int err);
+/* A weight matrix from (buffer, type, n_rows, k) in `layout`, its byte count checked. */
+int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w, int layout);
+
+/* A method's docstring, defined where the method is. */
+#define MODULE_DOC(name, text) const char name[] = text
+
+/* module_blocks.c */
+PyObject *Kernels_read_rows(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Kernels_r16_supported(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+extern const char read_rows_doc[], qkv_doc[], ffn_doc[], r16_supported_doc[], repack_r16_doc[], r16_row_bytes_doc[];
+
+#endif

@@ -1,0 +1,270 @@
+/* Kernels methods around the model's blocks: weight layouts (R16), composite ops (q/k/v, the
+ * feed-forward), embedding rows read from the file. */
+#include "module_args.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "repack.h"
+
+MODULE_DOC(read_rows_doc, "read_rows(fd, offset, type, n_rows, k, ids, out)\n--\n\n"
+                            "out (n, k) = rows `ids` (int64) of a matrix stored at `offset` in file `fd`, "
+                            "read with pread and dequantized.");
+
+PyObject *Kernels_read_rows(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (check_nargs(nargs, 7, "read_rows")) return NULL;
+    long long fd, offset, type, n_rows, k;
+    if (get_ll(args[0], &fd, "fd") || get_ll(args[1], &offset, "offset") || get_ll(args[2], &type, "type") ||
+        get_ll(args[3], &n_rows, "n_rows") || get_ll(args[4], &k, "k"))
+        return NULL;
+    const int bs = type >= 0 && type < GGML_TYPE_COUNT ? ggml_block_size((int)type) : 0;
+    if (bs == 0 || k <= 0 || k % bs || offset < 0 || fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "read_rows: bad fd, offset, type or row length");
+        return NULL;
+    }
+    Py_buffer iv, ov;
+    if (get_buffer(args[5], &iv, sizeof(int64_t), 0, "ids")) return NULL;
+    if (get_buffer(args[6], &ov, sizeof(float), 1, "out")) {
+        PyBuffer_Release(&iv);
+        return NULL;
+    }
+    const long long n = n_items(&iv);
+    int err = check_items(&ov, n * k, "out");
+    if (!err) {
+        Py_BEGIN_ALLOW_THREADS
+        err = edgelm_read_rows((int)fd, offset, (int)type, n_rows, k, iv.buf, n, ov.buf);
+        Py_END_ALLOW_THREADS
+        if (err == EIO || err == EBADF) {
+            PyErr_Format(PyExc_OSError, "reading rows of the model file failed: %s",
+                         err == EIO ? "the file is shorter than it says" : strerror(err));
+            err = -1;
+        } else if (err) {
+            raise_errno(err);
+            err = -1;
+        }
+    } else {
+        err = -1;
+    }
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&iv);
+    if (err) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---- composite ops: buffers taken as a list, released together ------------------------------------- */
+
+#define MAX_BUFFERS 16
+struct buffers {
+    Py_buffer views[MAX_BUFFERS];
+    int n;
+};
+
+static void release_buffers(struct buffers *bs) {
+    for (int i = 0; i < bs->n; i++) PyBuffer_Release(&bs->views[i]);
+    bs->n = 0;
+}
+
+/* The data of a float32 (or `itemsize`) buffer of exactly `want` items; NULL for None when optional. */
+static int take(struct buffers *bs, PyObject *obj, Py_ssize_t itemsize, int writable, long long want, int optional,
+                const char *name, void **out) {
+    *out = NULL;
+    if (optional && obj == Py_None) return 0;
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    Py_buffer *view = &bs->views[bs->n];
+    if (get_buffer(obj, view, itemsize, writable, name)) return -1;
+    bs->n++;
+    if (check_items(view, want, name)) return -1;
+    *out = view->buf;
+    return 0;
+}
+
+/* A weight (buffer, type, n_rows, k, layout) tuple as a qmatrix. */
+static int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char *name) {
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 5) {
+        PyErr_Format(PyExc_TypeError, "%s: expected (buffer, type, n_rows, k, layout)", name);
+        return -1;
+    }
+    PyObject *const *items = &PyTuple_GET_ITEM(obj, 0);
+    long long layout;
+    if (get_ll(items[4], &layout, "layout")) return -1;
+    if (layout != LAYOUT_ROWS && layout != LAYOUT_R16) {
+        PyErr_Format(PyExc_ValueError, "%s: unknown weight layout %lld", name, layout);
+        return -1;
+    }
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    if (get_qmatrix(items, &bs->views[bs->n], w, (int)layout)) return -1;
+    bs->n++;
+    return 0;
+}
+
+MODULE_DOC(qkv_doc, "qkv(x, wq, wk, wv, bq, bk, bv, q_norm, k_norm, eps, positions, rope_dim, base, freq_scale, "
+                      "factors, neox, n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v)\n--\n\n"
+                      "q, k, v of a block (projections, biases, per-head norms, RoPE); weights as "
+                      "(buffer, type, n_rows, k, layout), optional arrays None.");
+
+PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 23, "qkv")) return NULL;
+    struct buffers bs = {.n = 0};
+    struct qmatrix wq, wk, wv;
+    struct qkv_args a = {&wq, &wk, &wv};
+    long long rope_dim, neox, h, kvh, d, dv;
+    double eps, base, freq_scale;
+    if (get_ll(args[11], &rope_dim, "rope_dim") || get_ll(args[15], &neox, "neox") || get_ll(args[16], &h, "n_heads") ||
+        get_ll(args[17], &kvh, "n_kv_heads") || get_ll(args[18], &d, "head_dim") || get_ll(args[19], &dv, "head_dim_v"))
+        return NULL;
+    if ((eps = PyFloat_AsDouble(args[9])) == -1.0 && PyErr_Occurred()) return NULL;
+    if ((base = PyFloat_AsDouble(args[12])) == -1.0 && PyErr_Occurred()) return NULL;
+    if ((freq_scale = PyFloat_AsDouble(args[13])) == -1.0 && PyErr_Occurred()) return NULL;
+    if (h <= 0 || kvh <= 0 || d <= 0 || dv <= 0 || rope_dim < 0 || rope_dim > d || rope_dim % 2) {
+        PyErr_SetString(PyExc_ValueError, "qkv: bad head counts, widths or rope_dim");
+        return NULL;
+    }
+    void *x, *pos, *bq, *bk, *bv, *qn, *kn, *fac, *q, *k, *v;
+    if (take_matrix(&bs, args[1], &wq, "wq") || take_matrix(&bs, args[2], &wk, "wk") ||
+        take_matrix(&bs, args[3], &wv, "wv"))
+        goto fail;
+    if (wq.k != wk.k || wq.k != wv.k) {
+        PyErr_SetString(PyExc_ValueError, "qkv: the projections have different row lengths");
+        goto fail;
+    }
+    Py_buffer xprobe; /* the token count comes from the positions */
+    if (get_buffer(args[10], &xprobe, sizeof(int64_t), 0, "positions")) goto fail;
+    const long long n_tok = n_items(&xprobe);
+    PyBuffer_Release(&xprobe);
+    if (take(&bs, args[0], sizeof(float), 0, n_tok * wq.k, 0, "x", &x) ||
+        take(&bs, args[10], sizeof(int64_t), 0, n_tok, 0, "positions", &pos) ||
+        take(&bs, args[4], sizeof(float), 0, h * d, 1, "bq", &bq) ||
+        take(&bs, args[5], sizeof(float), 0, kvh * d, 1, "bk", &bk) ||
+        take(&bs, args[6], sizeof(float), 0, kvh * dv, 1, "bv", &bv) ||
+        take(&bs, args[7], sizeof(float), 0, d, 1, "q_norm", &qn) || take(&bs, args[8], sizeof(float), 0, d, 1, "k_norm", &kn) ||
+        take(&bs, args[14], sizeof(float), 0, rope_dim / 2, 1, "factors", &fac) ||
+        take(&bs, args[20], sizeof(float), 1, n_tok * h * d, 0, "q", &q) ||
+        take(&bs, args[21], sizeof(float), 1, n_tok * kvh * d, 0, "k", &k) ||
+        take(&bs, args[22], sizeof(float), 1, n_tok * kvh * dv, 0, "v", &v))
+        goto fail;
+    a.bq = bq, a.bk = bk, a.bv = bv, a.q_norm = qn, a.k_norm = kn, a.eps = (float)eps;
+    a.positions = pos, a.rope_dim = rope_dim, a.rope_base = (float)base, a.freq_scale = (float)freq_scale;
+    a.factors = fac, a.neox = (int)neox, a.n_heads = h, a.n_kv_heads = kvh, a.head_dim = d, a.head_dim_v = dv;
+    a.q = q, a.k = k, a.v = v;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_qkv(&self->ctx, &a, x, n_tok);
+    Py_END_ALLOW_THREADS
+    release_buffers(&bs);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+fail:
+    release_buffers(&bs);
+    return NULL;
+}
+
+MODULE_DOC(ffn_doc, "ffn(x, gate, up, down, gelu, out)\n--\n\n"
+                      "out (T, E) = down(act(gate(x)) * up(x)); weights as (buffer, type, n_rows, k, layout).");
+
+PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 6, "ffn")) return NULL;
+    struct buffers bs = {.n = 0};
+    struct qmatrix gate, up, down;
+    long long gelu;
+    void *x, *out;
+    if (get_ll(args[4], &gelu, "gelu")) return NULL;
+    if (take_matrix(&bs, args[1], &gate, "gate") || take_matrix(&bs, args[2], &up, "up") ||
+        take_matrix(&bs, args[3], &down, "down"))
+        goto fail;
+    if (up.n_rows != gate.n_rows || up.k != gate.k || down.k != gate.n_rows) {
+        PyErr_SetString(PyExc_ValueError, "ffn: gate, up and down do not fit together");
+        goto fail;
+    }
+    Py_buffer xv;
+    if (get_buffer(args[0], &xv, sizeof(float), 0, "x")) goto fail;
+    const long long n_tok = n_items(&xv) / gate.k, rem = n_items(&xv) % gate.k;
+    PyBuffer_Release(&xv);
+    if (rem) {
+        PyErr_SetString(PyExc_ValueError, "ffn: x: length is not a multiple of k");
+        goto fail;
+    }
+    if (take(&bs, args[0], sizeof(float), 0, n_tok * gate.k, 0, "x", &x) ||
+        take(&bs, args[5], sizeof(float), 1, n_tok * down.n_rows, 0, "out", &out))
+        goto fail;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_ffn(&self->ctx, &gate, &up, &down, x, n_tok, gelu != 0, out);
+    Py_END_ALLOW_THREADS
+    release_buffers(&bs);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+fail:
+    release_buffers(&bs);
+    return NULL;
+}
+
+MODULE_DOC(r16_supported_doc, "r16_supported(type) -> bool\n--\n\n"
+                                "Whether these kernels multiply R16-repacked weights of GGUF `type`.");
+
+PyObject *Kernels_r16_supported(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    long long type;
+    if (check_nargs(nargs, 1, "r16_supported") || get_ll(args[0], &type, "type")) return NULL;
+    return PyBool_FromLong(type >= 0 && type < GGML_TYPE_COUNT && self->ctx.kt->r16[type] != NULL);
+}
+
+MODULE_DOC(repack_r16_doc,
+             "repack_r16(src, dst, type, n_rows, k, g0, g1)\n--\n\n"
+             "Row groups [g0, g1) (16 rows each) of src (n_rows rows of k weights of GGUF `type`, as the "
+             "file stores them) into dst in the R16 layout (r16_row_bytes(type, k) * n_rows bytes), on every thread.");
+
+PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 7, "repack_r16")) return NULL;
+    long long g0, g1;
+    if (get_ll(args[5], &g0, "g0") || get_ll(args[6], &g1, "g1")) return NULL;
+    Py_buffer sv, dv;
+    struct qmatrix w;
+    PyObject *const qargs[4] = {args[0], args[2], args[3], args[4]};
+    if (get_qmatrix(qargs, &sv, &w, LAYOUT_ROWS)) return NULL;
+    if (!r16_has_layout(w.type) || w.n_rows % R16_ROWS || g0 < 0 || g0 > g1 || g1 > w.n_rows / R16_ROWS) {
+        PyErr_Format(PyExc_ValueError, "repack_r16: type %d, %lld rows, groups [%lld, %lld) do not fit the R16 layout",
+                     w.type, (long long)w.n_rows, g0, g1);
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    if (get_buffer(args[1], &dv, 1, 1, "dst")) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    const Py_ssize_t want = (Py_ssize_t)(r16_row_bytes(w.type, w.k) * (size_t)w.n_rows);
+    if (dv.len != want) {
+        PyErr_Format(PyExc_ValueError, "repack_r16: dst has %zd bytes, the R16 layout takes %zd", dv.len, want);
+        PyBuffer_Release(&dv);
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_repack_r16(&self->ctx, w.type, w.data, dv.buf, w.n_rows, w.k, g0, g1);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&dv);
+    PyBuffer_Release(&sv);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+}
+
+MODULE_DOC(r16_row_bytes_doc, "r16_row_bytes(type, k) -> int\n--\n\n"
+                                "Bytes per row of `type` rows of k weights in the R16 layout (0: it has none).");
+
+PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    long long type, k;
+    if (check_nargs(nargs, 2, "r16_row_bytes") || get_ll(args[0], &type, "type") || get_ll(args[1], &k, "k"))
+        return NULL;
+    const int bs = type >= 0 && type < GGML_TYPE_COUNT ? ggml_block_size((int)type) : 0;
+    if (bs == 0 || k <= 0 || k % bs || !r16_has_layout((int)type)) return PyLong_FromLong(0);
+    return PyLong_FromSize_t(r16_row_bytes((int)type, k));
+}
+
