@@ -10,6 +10,7 @@ pytest.importorskip("edgelm._native")
 
 from edgelm.gguf.constants import GGMLType
 from edgelm.kernels import composite
+from edgelm.kernels.composite import QKVWeights, Rope
 from edgelm.kernels.native import NativeOps, available_isas
 from edgelm.kernels.ops import REFERENCE
 from test_native_kernels import random_activations, random_weights
@@ -48,28 +49,14 @@ def test_qkv_in_one_call_is_the_composition(
 ) -> None:
     rng = np.random.default_rng(n_tok + rope_dim)
     dim, heads, kv_heads, d = 256, 4, 2, 64
-    weights = [ops.prepare([w])[0] for w in _case(rng, ggml_type, dim, heads, kv_heads, d)]
+    weights = ops.prepare(list(_case(rng, ggml_type, dim, heads, kv_heads, d)))
     bias = [rng.standard_normal(w.shape[0]).astype(np.float32) if biases else None for w in weights]
     q_norm, k_norm = rng.standard_normal((2, d)).astype(np.float32) if norms else (None, None)
     fac = rng.uniform(1.0, 4.0, rope_dim // 2).astype(np.float32) if factors else None
     x = random_activations(rng, n_tok, dim)
     positions = np.arange(40, 40 + n_tok, dtype=np.int64)
-    args = (
-        x,
-        *weights,
-        *bias,
-        q_norm,
-        k_norm,
-        1e-6,
-        positions,
-        rope_dim,
-        10000.0,
-        0.5,
-        fac,
-        neox,
-        heads,
-        kv_heads,
-    )
+    w = QKVWeights(*weights, *bias, q_norm, k_norm)
+    args = (x, w, positions, Rope(rope_dim, 10000.0, neox, 0.5, fac), heads, kv_heads, 1e-6)
     fused = ops.qkv(*args)
     composed = composite.qkv(ops, *args)
     for got, want in zip(fused, composed, strict=True):
@@ -107,8 +94,9 @@ def test_pieces_refuse_weights_that_do_not_fit(ops: NativeOps) -> None:
         ops.ffn(random_activations(rng, 1, 96), gate, gate, down, False)
     wq, wk, wv = _case(rng, GGMLType.Q8_0, 64, 2, 1, 32)
     x, positions = random_activations(rng, 1, 64), np.zeros(1, np.int64)
-    rope = (1e4, 1.0, None, False, 2, 1)  # base, freq_scale, factors, neox, heads, kv heads
     with pytest.raises(ValueError, match="rope_dim"):
-        ops.qkv(x, wq, wk, wv, None, None, None, None, None, 1e-6, positions, 48, *rope)
+        ops.qkv(x, QKVWeights(wq, wk, wv), positions, Rope(48, 1e4, False), 2, 1, 1e-6)
     with pytest.raises(ValueError):  # a bias of the wrong length
-        ops.qkv(x, wq, wk, wv, np.zeros(3, np.float32), None, None, None, None, 1e-6, positions, 32, *rope)
+        ops.qkv(
+            x, QKVWeights(wq, wk, wv, bq=np.zeros(3, np.float32)), positions, Rope(32, 1e4, False), 2, 1, 1e-6
+        )

@@ -6,6 +6,7 @@ definition it must match, and serve every backend that has no fused version.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ from edgelm.kernels.packed import Weight
 if TYPE_CHECKING:
     from edgelm.kernels.ops import Ops
 
-__all__ = ["ffn", "qkv"]
+__all__ = ["QKVWeights", "Rope", "ffn", "qkv"]
 
 
 def _project(ops: Ops, x: np.ndarray, w: Weight, bias: np.ndarray | None) -> np.ndarray:
@@ -25,39 +26,53 @@ def _project(ops: Ops, x: np.ndarray, w: Weight, bias: np.ndarray | None) -> np.
     return y
 
 
+@dataclass(frozen=True)
+class Rope:
+    """How one layer rotates q and k."""
+
+    dim: int  # leading dims of each head that rotate
+    base: float
+    neox: bool  # rotate (x[i], x[i + dim/2]) instead of adjacent pairs
+    freq_scale: float = 1.0
+    factors: np.ndarray | None = None  # per-frequency divisors (Llama 3 scaling)
+
+
+@dataclass(frozen=True)
+class QKVWeights:
+    """The projections of a block's attention input, with what the model adds to them."""
+
+    wq: Weight
+    wk: Weight
+    wv: Weight
+    bq: np.ndarray | None = None
+    bk: np.ndarray | None = None
+    bv: np.ndarray | None = None
+    q_norm: np.ndarray | None = None  # per-head RMSNorm weight (D,)
+    k_norm: np.ndarray | None = None
+
+
 def qkv(
     ops: Ops,
     x: np.ndarray,
-    wq: Weight,
-    wk: Weight,
-    wv: Weight,
-    bq: np.ndarray | None,
-    bk: np.ndarray | None,
-    bv: np.ndarray | None,
-    q_norm: np.ndarray | None,
-    k_norm: np.ndarray | None,
-    eps: float,
+    w: QKVWeights,
     positions: np.ndarray,
-    rope_dim: int,
-    rope_base: float,
-    freq_scale: float,
-    factors: np.ndarray | None,
-    neox: bool,
+    rope: Rope,
     n_heads: int,
     n_kv_heads: int,
+    eps: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """q (T, H, D), k (T, KVH, D), v (T, KVH, Dv) of the normed input x (T, E): projections with
     their biases, each head's RMSNorm of q and k where the model has one, RoPE on q and k."""
     t = x.shape[0]
-    q = _project(ops, x, wq, bq).reshape(t, n_heads, -1)
-    k = _project(ops, x, wk, bk).reshape(t, n_kv_heads, -1)
-    v = _project(ops, x, wv, bv).reshape(t, n_kv_heads, -1)
-    if q_norm is not None:
-        q = ops.rms_norm(q, q_norm, eps)
-    if k_norm is not None:
-        k = ops.rms_norm(k, k_norm, eps)
-    cos, sin = ops.rope_angles(positions, rope_dim, rope_base, freq_scale, factors)
-    return ops.rope(q, cos, sin, neox), ops.rope(k, cos, sin, neox), v
+    q = _project(ops, x, w.wq, w.bq).reshape(t, n_heads, -1)
+    k = _project(ops, x, w.wk, w.bk).reshape(t, n_kv_heads, -1)
+    v = _project(ops, x, w.wv, w.bv).reshape(t, n_kv_heads, -1)
+    if w.q_norm is not None:
+        q = ops.rms_norm(q, w.q_norm, eps)
+    if w.k_norm is not None:
+        k = ops.rms_norm(k, w.k_norm, eps)
+    cos, sin = ops.rope_angles(positions, rope.dim, rope.base, rope.freq_scale, rope.factors)
+    return ops.rope(q, cos, sin, rope.neox), ops.rope(k, cos, sin, rope.neox), v
 
 
 def ffn(ops: Ops, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:

@@ -16,6 +16,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 import numpy as np
 
 from edgelm.gguf.constants import GGMLType
+from edgelm.kernels.composite import QKVWeights, Rope
 from edgelm.kernels.ops import BACKENDS, Ops
 from edgelm.kernels.packed import Layout, PackedTensor, Weight, anonymous_bytes
 from edgelm.weights.qtensor import FileRows, QTensor
@@ -202,34 +203,24 @@ class NativeOps:
     def qkv(
         self,
         x: np.ndarray,
-        wq: Weight,
-        wk: Weight,
-        wv: Weight,
-        bq: np.ndarray | None,
-        bk: np.ndarray | None,
-        bv: np.ndarray | None,
-        q_norm: np.ndarray | None,
-        k_norm: np.ndarray | None,
-        eps: float,
+        w: QKVWeights,
         positions: np.ndarray,
-        rope_dim: int,
-        rope_base: float,
-        freq_scale: float,
-        factors: np.ndarray | None,
-        neox: bool,
+        rope: Rope,
         n_heads: int,
         n_kv_heads: int,
+        eps: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = _f32(x)
         t = x.shape[0]
-        head_dim, head_dim_v = wq.shape[0] // n_heads, wv.shape[0] // n_kv_heads
+        head_dim, head_dim_v = w.wq.shape[0] // n_heads, w.wv.shape[0] // n_kv_heads
         q = np.empty((t, n_heads, head_dim), _F32)
         k = np.empty((t, n_kv_heads, head_dim), _F32)
         v = np.empty((t, n_kv_heads, head_dim_v), _F32)
         self._k.qkv(
-            x, _matrix(wq), _matrix(wk), _matrix(wv), _opt(bq), _opt(bk), _opt(bv), _opt(q_norm),
-            _opt(k_norm), float(eps), _i64(positions), int(rope_dim), float(rope_base), float(freq_scale),
-            _opt(factors), bool(neox), n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v,
+            x, _matrix(w.wq), _matrix(w.wk), _matrix(w.wv), _opt(w.bq), _opt(w.bk), _opt(w.bv),
+            _opt(w.q_norm), _opt(w.k_norm), float(eps), _i64(positions), int(rope.dim), float(rope.base),
+            float(rope.freq_scale), _opt(rope.factors), bool(rope.neox), n_heads, n_kv_heads, head_dim,
+            head_dim_v, q, k, v,
         )  # fmt: skip
         return q, k, v
 

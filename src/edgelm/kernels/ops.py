@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from edgelm.kernels import composite, reference
+from edgelm.kernels.composite import QKVWeights, Rope
 from edgelm.kernels.packed import Weight
 from edgelm.weights.qtensor import FileRows, QTensor
 
@@ -81,23 +82,12 @@ class Ops(Protocol):
     def qkv(
         self,
         x: np.ndarray,
-        wq: Weight,
-        wk: Weight,
-        wv: Weight,
-        bq: np.ndarray | None,
-        bk: np.ndarray | None,
-        bv: np.ndarray | None,
-        q_norm: np.ndarray | None,
-        k_norm: np.ndarray | None,
-        eps: float,
+        w: QKVWeights,
         positions: np.ndarray,
-        rope_dim: int,
-        rope_base: float,
-        freq_scale: float,
-        factors: np.ndarray | None,
-        neox: bool,
+        rope: Rope,
         n_heads: int,
         n_kv_heads: int,
+        eps: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """q, k, v of a block, as `composite.qkv` composes them."""
         ...
@@ -126,8 +116,17 @@ class _ReferenceOps:
     silu_mul = staticmethod(reference.silu_mul)
     gelu_tanh_mul = staticmethod(reference.gelu_tanh_mul)
 
-    def qkv(self, *args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return composite.qkv(self, *args)  # type: ignore[arg-type]
+    def qkv(
+        self,
+        x: np.ndarray,
+        w: QKVWeights,
+        positions: np.ndarray,
+        rope: Rope,
+        n_heads: int,
+        n_kv_heads: int,
+        eps: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return composite.qkv(self, x, w, positions, rope, n_heads, n_kv_heads, eps)
 
     def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
         return composite.ffn(self, x, gate, up, down, gelu)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgelm.kernels.composite import QKVWeights, Rope
 from edgelm.kernels.ops import Ops
 from edgelm.kernels.packed import Weight
 from edgelm.runtime.kv_cache import LayerCache
@@ -33,27 +34,9 @@ FFN_BLOCK_MIN_ROWS = 64
 
 
 @dataclass(frozen=True)
-class Rope:
-    """How one layer rotates q and k."""
-
-    dim: int  # leading dims of each head that rotate
-    base: float
-    neox: bool  # rotate (x[i], x[i + dim/2]) instead of adjacent pairs
-    freq_scale: float = 1.0
-    factors: np.ndarray | None = None  # per-frequency divisors (Llama 3 scaling)
-
-
-@dataclass(frozen=True)
 class AttentionWeights:
-    wq: Weight
-    wk: Weight
-    wv: Weight
+    qkv: QKVWeights
     wo: Weight
-    bq: np.ndarray | None = None
-    bk: np.ndarray | None = None
-    bv: np.ndarray | None = None
-    q_norm: np.ndarray | None = None  # per-head RMSNorm weight (D,)
-    k_norm: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +74,7 @@ def attention(
     (start, end, cache) of rows then attends over its own sequence's cache.
     """
     t = x.shape[0]
-    q, k, v = ops.qkv(
-        x, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, eps, positions,
-        rope.dim, rope.base, rope.freq_scale, rope.factors, rope.neox, n_heads, n_kv_heads,
-    )  # fmt: skip
+    q, k, v = ops.qkv(x, w.qkv, positions, rope, n_heads, n_kv_heads, eps)
     out = np.empty((t, n_heads, v.shape[-1]), np.float32)  # (T, H, Dv)
     for start, end, cache in segments:
         pos = positions[start:end]

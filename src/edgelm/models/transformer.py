@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgelm.errors import ModelFileError
+from edgelm.kernels.composite import QKVWeights, Rope
 from edgelm.kernels.ops import Ops, select_ops
 from edgelm.kernels.packed import Weight
 from edgelm.models.config import ModelConfig
-from edgelm.models.layers import AttentionWeights, FFNWeights, Rope
+from edgelm.models.layers import AttentionWeights, FFNWeights
 from edgelm.models.layout import OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD
 from edgelm.models.model_file import ModelFile
 from edgelm.runtime.kv_cache import ContiguousCache, LayerCache, SequenceCache, SlidingWindowCache
@@ -132,15 +133,17 @@ class Transformer:
                     index=i,
                     attn_norm=need(b + "attn_norm.weight"),
                     attn=AttentionWeights(
-                        wq=matrix(b + "attn_q.weight"),
-                        wk=matrix(b + "attn_k.weight"),
-                        wv=matrix(b + "attn_v.weight"),
+                        qkv=QKVWeights(
+                            wq=matrix(b + "attn_q.weight"),
+                            wk=matrix(b + "attn_k.weight"),
+                            wv=matrix(b + "attn_v.weight"),
+                            bq=small(b + "attn_q.bias"),
+                            bk=small(b + "attn_k.bias"),
+                            bv=small(b + "attn_v.bias"),
+                            q_norm=small(b + "attn_q_norm.weight"),
+                            k_norm=small(b + "attn_k_norm.weight"),
+                        ),
                         wo=matrix(b + "attn_output.weight"),
-                        bq=small(b + "attn_q.bias"),
-                        bk=small(b + "attn_k.bias"),
-                        bv=small(b + "attn_v.bias"),
-                        q_norm=small(b + "attn_q_norm.weight"),
-                        k_norm=small(b + "attn_k_norm.weight"),
                     ),
                     ffn_norm=need(b + "ffn_norm.weight"),
                     ffn=FFNWeights(
