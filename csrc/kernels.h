@@ -30,6 +30,7 @@ struct act {
     int64_t n_blocks; /* blocks per row (k / 32 or k / 256) */
     float *d;         /* (T, n_blocks) block scales */
     float *s;         /* Q8_0: (T, n_blocks) d * sum(q): the term offsets and mins multiply */
+    int32_t *qsum;    /* Q8_0, for R16 weights: (T, n_blocks) sum(q), offsets applied as integers */
     int16_t *bsums;   /* Q8_K: (T, k / 16) sums of q over 16 values */
 };
 

@@ -15,6 +15,7 @@
 /* Quantizing fewer values than this is not worth a second thread. */
 #define PARALLEL_MIN_VALUES (1 << 15)
 #define SCRATCH_ACTIVATIONS 0 /* shared scratch slot of the quantized activations */
+#define SCRATCH_QSUM 1        /* shared slot of their block sums (R16 weights; the panel slot otherwise) */
 
 static size_t align_up(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -142,6 +143,19 @@ int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const f
     const double macs = (double)n_tok * (double)w->n_rows * (double)w->k;
     const int nth = macs >= PARALLEL_MIN_MACS ? ex.n_threads : 1;
     if (w->layout == LAYOUT_R16) {
+        if (a.kind == ACT_Q8_0) {
+            /* the integer sum of each block of activations: the weights' offsets apply exactly */
+            a.qsum = exec_scratch(&ex, ex.n_threads + SCRATCH_QSUM, (size_t)(n_tok * a.n_blocks) * sizeof(int32_t));
+            if (!a.qsum) {
+                err = ENOMEM;
+                goto done;
+            }
+            for (int64_t i = 0; i < n_tok * a.n_blocks; i++) {
+                int32_t sum = 0;
+                for (int j = 0; j < QK; j++) sum += a.q[i * QK + j];
+                a.qsum[i] = sum;
+            }
+        }
         const long long n_groups = w->n_rows / R16_ROWS;
         const long long per = n_tok >= kt->gemm_min_tokens ? R16_GEMM_GROUPS : chunk_size(n_groups, nth, 1);
         struct r16_task rt = {kt->r16[w->type], &m, per, n_groups};

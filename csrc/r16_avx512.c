@@ -64,22 +64,26 @@ INLINE void block_chunks(const int type, const uint8_t *q, __m512i w[R16_CHUNKS]
     }
 }
 
-/* One group (16 rows) x nt tokens from t0, into y + t * y_stride (16 floats per token). */
+/* One group (16 rows) x nt tokens from t0, into y + t * y_stride (16 floats per token).
+ *
+ * Per block, as the reference's dot products: the integer sum with the weights' offset applied
+ * exactly (through the activations' integer block sums), times d * dx; for Q4_1 / Q5_1, plus the
+ * min times d * sum(x). */
 INLINE void r16_tile(const int type, const uint8_t *grp, const struct act *a, int64_t t0, const int nt, float *y,
                      int64_t y_stride) {
     const int64_t nb = a->n_blocks, k = a->k;
     const size_t bb = R16_ROWS * block_bytes(type);
     const int with_min = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
-    const float offset = type == GGML_TYPE_Q4_0 ? -8.0f : type == GGML_TYPE_Q5_0 ? -16.0f : -128.0f;
+    const int32_t offset = type == GGML_TYPE_Q4_0 ? -8 : type == GGML_TYPE_Q5_0 ? -16 : -128;
     const size_t heads = (with_min ? 2 : 1) * R16_ROWS * sizeof(ggml_half);
-    __m512 acc[NT_MAX], corr[NT_MAX];
-    for (int j = 0; j < nt; j++) acc[j] = corr[j] = _mm512_setzero_ps();
+    __m512 acc[NT_MAX];
+    for (int j = 0; j < nt; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
         for (size_t off = 0; off < bb; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), _MM_HINT_T0);
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
-        const __m512 coef = with_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + heads / 2)))
-                                     : _mm512_mul_ps(d, _mm512_set1_ps(offset));
+        const __m512 m = with_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + heads / 2)))
+                                  : _mm512_setzero_ps();
         __m512i w[R16_CHUNKS];
         block_chunks(type, blk + heads, w);
         __m512i s[NT_MAX];
@@ -100,11 +104,17 @@ INLINE void r16_tile(const int type, const uint8_t *grp, const struct act *a, in
         }
         for (int j = 0; j < nt; j++) {
             const int64_t at = (t0 + j) * nb + b;
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), _mm512_mul_ps(d, _mm512_set1_ps(a->d[at])), acc[j]);
-            corr[j] = _mm512_fmadd_ps(coef, _mm512_set1_ps(a->s[at]), corr[j]);
+            const __m512 ddx = _mm512_mul_ps(d, _mm512_set1_ps(a->d[at]));
+            if (with_min) {
+                const __m512 block = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), ddx, _mm512_mul_ps(m, _mm512_set1_ps(a->s[at])));
+                acc[j] = _mm512_add_ps(acc[j], block);
+            } else {
+                const __m512i exact = _mm512_add_epi32(s[j], _mm512_set1_epi32(offset * a->qsum[at]));
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), ddx, acc[j]);
+            }
         }
     }
-    for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, _mm512_add_ps(acc[j], corr[j]));
+    for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, acc[j]);
 }
 
 /* ---- the K-quants: super-blocks of 256 weights, integer sub-block scales ---------------------------- */
@@ -128,8 +138,8 @@ INLINE void r16_tile_q4_K(const uint8_t *grp, const struct act *a, int64_t t0, c
                           int64_t y_stride) {
     const int64_t nb = a->n_blocks, k = a->k;
     const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8((char)0xF0);
-    __m512 acc[NT_MAX], corr[NT_MAX];
-    for (int j = 0; j < nt; j++) acc[j] = corr[j] = _mm512_setzero_ps();
+    __m512 acc[NT_MAX];
+    for (int j = 0; j < nt; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * R16_Q4_K_BYTES;
         prefetch_block(blk, R16_Q4_K_BYTES);
@@ -159,13 +169,13 @@ INLINE void r16_tile_q4_K(const uint8_t *grp, const struct act *a, int64_t t0, c
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)));
-        for (int j = 0; j < nt; j++) {
+        for (int j = 0; j < nt; j++) { /* per super-block, as the reference: d*dx*isum - dmin*dx*msum */
             const __m512 dx = _mm512_set1_ps(a->d[(t0 + j) * nb + b]);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), acc[j]);
-            corr[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[j]), _mm512_mul_ps(dmin, dx), corr[j]);
+            const __m512 mins = _mm512_mul_ps(_mm512_cvtepi32_ps(msum[j]), _mm512_mul_ps(dmin, dx));
+            acc[j] = _mm512_add_ps(acc[j], _mm512_fmsub_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), mins));
         }
     }
-    for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, _mm512_add_ps(acc[j], corr[j]));
+    for (int j = 0; j < nt; j++) _mm512_storeu_ps(y + (t0 + j) * y_stride, acc[j]);
 }
 
 /* Q6_K: y = sum over super-blocks of d*dx * sum_j scale_j ((q.x)_j - 32 sum(x)_j). */
