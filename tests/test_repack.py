@@ -151,3 +151,16 @@ def test_prepare_releases_each_slice_it_copied(ops: NativeOps, monkeypatch) -> N
     assert released == [*slices, (0, 160 * row)]  # each slice, then the whole tensor once more
     x = random_activations(rng, 1, 64)
     np.testing.assert_array_equal(ops.matmul(x, packed), ops.matmul(x, ops.prepare([w])[0]))
+
+
+@pytest.mark.parametrize("ggml_type", BLOCK32 + K_QUANTS, ids=lambda t: t.name)
+def test_packed_products_do_not_lose_precision_to_offsets(ops: NativeOps, ggml_type: GGMLType) -> None:
+    """Activations far from zero make sum(x) large: offsets and mins applied through it must not
+    leave a large float difference to cancel (as llama.cpp, the integer sums carry them exactly)."""
+    rng = np.random.default_rng(11)
+    w = random_weights(rng, ggml_type, 64, 2048)
+    (packed,) = ops.prepare([w])
+    x = (rng.standard_normal((3, 2048)) * 0.2 + 3.0).astype(np.float32)  # mean far above the spread
+    ref = reference.matmul(x, w)
+    got = ops.matmul(x, packed)
+    assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()
