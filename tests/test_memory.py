@@ -300,3 +300,19 @@ def test_embedding_lookups_map_no_file_pages(tiny_model) -> None:
     assert _mapped_pages(embd.data) <= 2
     embd.rows(np.array(ids))  # through the mapping: its pages come in
     assert _mapped_pages(embd.data) > 10
+
+
+def test_a_file_replaced_while_loading_is_refused(tiny_model, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from edgelm.models.model_file import ModelFile
+    from edgelm.models.registry import build_model
+
+    path = tmp_path / "m.gguf"
+    shutil.copy(tiny_model("tiny-llama", "q8_0"), path)
+    mf = ModelFile.open(path)
+    replacement = tmp_path / "other.gguf"
+    shutil.copy(tiny_model("tiny-llama", "q8_0", seed=1), replacement)
+    replacement.replace(path)  # a new file under the old name: the mapping still holds the old one
+    with pytest.raises(edgelm.ModelFileError, match="changed on disk"):
+        build_model(mf)

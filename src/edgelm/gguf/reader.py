@@ -270,6 +270,11 @@ def _tensor_bytes(cur: _Cursor, name: str, ggml_type: GGMLType, ne: tuple[int, .
     return n_elements // block_size * type_size
 
 
+def file_identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What tells one file (and one version of it) from another: device, inode, modification time."""
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
 class GGUFFile:
     """A GGUF file opened memory-mapped: metadata parsed, tensors located, no tensor data copied."""
 
@@ -292,6 +297,7 @@ class GGUFFile:
         self.tensors = tensors
         self._buffer = buffer
         self.file_size = len(buffer)
+        self.identity: tuple[int, int, int] | None = None  # (device, inode, mtime ns) of the mapped file
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> GGUFFile:
@@ -307,13 +313,15 @@ class GGUFFile:
             )
         try:
             with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < _HEADER_BYTES:
-                    raise ModelFileError(path, f"not a GGUF file: only {size} bytes")
+                st = os.fstat(fh.fileno())
+                if st.st_size < _HEADER_BYTES:
+                    raise ModelFileError(path, f"not a GGUF file: only {st.st_size} bytes")
                 buffer: mmap.mmap | bytes = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
             raise ModelFileError(path, f"cannot open: {e.strerror or e}") from e
-        return cls.parse(path, buffer)
+        f = cls.parse(path, buffer)
+        f.identity = file_identity(st)
+        return f
 
     @classmethod
     def parse(cls, path: str, buffer: mmap.mmap | bytes) -> GGUFFile:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgelm.errors import ModelFileError
+from edgelm.gguf.reader import file_identity
 from edgelm.kernels.composite import QKVWeights, Rope
 from edgelm.kernels.ops import Ops, select_ops
 from edgelm.kernels.packed import Weight
@@ -161,8 +162,12 @@ class Transformer:
         # The embedding lookup reads its rows from the file (see FileRows), on a descriptor of its own.
         try:
             fd = os.open(mf.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            changed = mf.gguf.identity is not None and file_identity(os.fstat(fd)) != mf.gguf.identity
         except OSError as e:
             raise ModelFileError(mf.path, f"cannot open: {e.strerror or e}") from e
+        if changed:
+            os.close(fd)
+            raise ModelFileError(mf.path, "the file changed on disk while it was being loaded")
         model = cls(
             config=cfg,
             arch=arch,
