@@ -37,6 +37,15 @@ static bool arm_has_dotprod(void) {
 }
 #endif
 
+bool isa_has_avx_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return x86_has_avx2() && __builtin_cpu_supports("avxvnni");
+#else
+    return false;
+#endif
+}
+
 bool isa_supported(enum isa isa) {
     switch (isa) {
     case ISA_SCALAR:

@@ -20,6 +20,9 @@ extern const char *const isa_names[ISA_COUNT];
 /* Whether the running CPU can execute code built for `isa` (and the build contains it). */
 bool isa_supported(enum isa isa);
 
+/* x86: whether the CPU has AVX-VNNI (VEX-encoded VNNI: Alder Lake, Gracemont and later). */
+bool isa_has_avx_vnni(void);
+
 /* The fastest supported ISA. */
 enum isa isa_best(void);
 

@@ -24,6 +24,14 @@ const struct kernel_table kernels_scalar = {.isa = ISA_SCALAR, COMMON_ENTRIES(sc
 #if defined(__x86_64__) || defined(__i386__)
 const struct kernel_table kernels_avx2 = {.isa = ISA_AVX2, COMMON_ENTRIES(avx2)};
 
+#define R16_TYPES(fn)                                                                                  \
+    [GGML_TYPE_Q8_0] = fn, [GGML_TYPE_Q4_0] = fn, [GGML_TYPE_Q4_1] = fn, [GGML_TYPE_Q5_0] = fn,         \
+    [GGML_TYPE_Q5_1] = fn, [GGML_TYPE_Q4_K] = fn, [GGML_TYPE_Q6_K] = fn
+
+/* AVX2 where the CPU has AVX-VNNI too: the same kernels, and the R16 products in 256-bit VNNI. */
+static const struct kernel_table kernels_avx2_vnni = {
+    .isa = ISA_AVX2, COMMON_ENTRIES(avx2), .r16 = {R16_TYPES(r16_groups_avxvnni)}};
+
 /* Below this many tokens the streaming kernels beat unpacking a weight panel first (measured on
  * Zen 5 with 4864 x 896 matrices: even at 8 tokens, better from 12). */
 #define AVX512_GEMM_MIN_TOKENS 12
@@ -39,13 +47,7 @@ const struct kernel_table kernels_avx512 = {
             [GGML_TYPE_Q5_0] = gemm_avx512, [GGML_TYPE_Q5_1] = gemm_avx512,
         },
     .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS,
-    .r16 =
-        {
-            [GGML_TYPE_Q8_0] = r16_groups_avx512, [GGML_TYPE_Q4_0] = r16_groups_avx512,
-            [GGML_TYPE_Q4_1] = r16_groups_avx512, [GGML_TYPE_Q5_0] = r16_groups_avx512,
-            [GGML_TYPE_Q5_1] = r16_groups_avx512, [GGML_TYPE_Q4_K] = r16_groups_avx512,
-            [GGML_TYPE_Q6_K] = r16_groups_avx512,
-        },
+    .r16 = {R16_TYPES(r16_groups_avx512)},
 };
 #endif
 
@@ -58,7 +60,7 @@ const struct kernel_table *kernels_for_isa(enum isa isa) {
     switch (isa) {
     case ISA_SCALAR: return &kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
-    case ISA_AVX2: return &kernels_avx2;
+    case ISA_AVX2: return isa_has_avx_vnni() ? &kernels_avx2_vnni : &kernels_avx2;
     case ISA_AVX512: return &kernels_avx512;
 #endif
 #if defined(__aarch64__)
