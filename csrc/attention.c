@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "edgelm_ops.h"
+#include "fp16.h"
 
 /* Below this much work (query heads x keys x head width) attention stays on the calling thread. */
 #define ATTENTION_PARALLEL_MIN_WORK (1 << 15)
@@ -204,6 +205,16 @@ static int split_attention(const struct edgelm_ctx *ctx, struct exec *ex, const 
         a->out[j] = sum;
     }
     return 0;
+}
+
+int edgelm_attention_cached(const struct edgelm_ctx *ctx, const struct attention_args *a, const float *k_new,
+                            const float *v_new, int64_t start) {
+    if (start < 0 || start + a->n_tok > a->n_keys) return EINVAL;
+    uint16_t *k = (uint16_t *)a->k + start * a->n_kv_heads * a->head_dim;
+    uint16_t *v = (uint16_t *)a->v + start * a->n_kv_heads * a->head_dim_v;
+    for (int64_t i = 0; i < a->n_tok * a->n_kv_heads * a->head_dim; i++) k[i] = f32_to_f16(k_new[i]);
+    for (int64_t i = 0; i < a->n_tok * a->n_kv_heads * a->head_dim_v; i++) v[i] = f32_to_f16(v_new[i]);
+    return edgelm_attention(ctx, a);
 }
 
 int edgelm_attention(const struct edgelm_ctx *ctx, const struct attention_args *a) {

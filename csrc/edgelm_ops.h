@@ -63,6 +63,11 @@ struct attention_args {
 /* Causal (optionally sliding-window) attention over an f16 KV cache, as reference.attention. */
 int edgelm_attention(const struct edgelm_ctx *ctx, const struct attention_args *args);
 
+/* The same after storing the new keys and values k_new (T, KVH, D), v_new (T, KVH, Dv) as f16 at rows
+ * [start, start + T) of args->k, args->v (the cache, whose first n_keys rows are attended over). */
+int edgelm_attention_cached(const struct edgelm_ctx *ctx, const struct attention_args *args, const float *k_new,
+                            const float *v_new, int64_t start);
+
 /* q, k, v of a block from its normed input x (T, E): the three projections (+ biases), each head's
  * RMSNorm of q and k (when given), and RoPE of the first rope_dim dims of every head. */
 struct qkv_args {

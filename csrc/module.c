@@ -376,6 +376,7 @@ static PyMethodDef Kernels_methods[] = {
     {"rope_angles", (PyCFunction)(void (*)(void))Kernels_rope_angles, METH_FASTCALL, rope_angles_doc},
     {"rope", (PyCFunction)(void (*)(void))Kernels_rope, METH_FASTCALL, rope_doc},
     {"attention", (PyCFunction)(void (*)(void))Kernels_attention, METH_FASTCALL, attention_doc},
+    {"attention_cached", (PyCFunction)(void (*)(void))Kernels_attention_cached, METH_FASTCALL, attention_cached_doc},
     {"noop", (PyCFunction)(void (*)(void))Kernels_noop, METH_FASTCALL, "noop(): the cost of a method call"},
     {"dispatch", (PyCFunction)(void (*)(void))Kernels_dispatch, METH_FASTCALL, dispatch_doc},
     {"stream_read", (PyCFunction)(void (*)(void))Kernels_stream_read, METH_FASTCALL, stream_read_doc},

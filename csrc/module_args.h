@@ -36,6 +36,8 @@ PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
 PyObject *Kernels_r16_supported(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Kernels_repack_r16(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
-extern const char read_rows_doc[], qkv_doc[], ffn_doc[], r16_supported_doc[], repack_r16_doc[], r16_row_bytes_doc[];
+PyObject *Kernels_attention_cached(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+extern const char read_rows_doc[], qkv_doc[], ffn_doc[], r16_supported_doc[], repack_r16_doc[], r16_row_bytes_doc[],
+    attention_cached_doc[];
 
 #endif

@@ -268,3 +268,68 @@ PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *args, Py_s
     return PyLong_FromSize_t(r16_row_bytes((int)type, k));
 }
 
+
+MODULE_DOC(attention_cached_doc,
+           "attention_cached(q, k, v, k_cache, v_cache, q_pos, k_pos, out, n_heads, n_kv_heads, head_dim, "
+           "head_dim_v, scale, window, start)\n--\n\n"
+           "Store k (T, KVH, D), v as f16 at rows [start, start + T) of the caches, then attend q over their "
+           "first len(k_pos) rows (as attention()).");
+
+PyObject *Kernels_attention_cached(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 15, "attention_cached")) return NULL;
+    long long h, kvh, d, dv, window, start;
+    if (get_ll(args[8], &h, "n_heads") || get_ll(args[9], &kvh, "n_kv_heads") || get_ll(args[10], &d, "head_dim") ||
+        get_ll(args[11], &dv, "head_dim_v") || get_ll(args[13], &window, "window") || get_ll(args[14], &start, "start"))
+        return NULL;
+    const double scale = PyFloat_AsDouble(args[12]);
+    if (scale == -1.0 && PyErr_Occurred()) return NULL;
+    if (h <= 0 || kvh <= 0 || h % kvh || d <= 0 || dv <= 0 || start < 0) {
+        PyErr_SetString(PyExc_ValueError, "attention_cached: bad head counts, widths or start");
+        return NULL;
+    }
+    struct buffers bs = {.n = 0};
+    Py_buffer probe;
+    if (get_buffer(args[5], &probe, sizeof(int64_t), 0, "q_pos")) return NULL;
+    const long long n_tok = n_items(&probe);
+    PyBuffer_Release(&probe);
+    if (get_buffer(args[6], &probe, sizeof(int64_t), 0, "k_pos")) return NULL;
+    const long long n_keys = n_items(&probe);
+    PyBuffer_Release(&probe);
+    if (start + n_tok > n_keys) {
+        PyErr_SetString(PyExc_ValueError, "attention_cached: the new rows lie past the keys attended over");
+        return NULL;
+    }
+    void *q, *kn, *vn, *kc, *vc, *qp, *kp, *out;
+    Py_buffer cache_view;
+    if (take(&bs, args[0], sizeof(float), 0, n_tok * h * d, 0, "q", &q) ||
+        take(&bs, args[1], sizeof(float), 0, n_tok * kvh * d, 0, "k", &kn) ||
+        take(&bs, args[2], sizeof(float), 0, n_tok * kvh * dv, 0, "v", &vn) ||
+        take(&bs, args[5], sizeof(int64_t), 0, n_tok, 0, "q_pos", &qp) ||
+        take(&bs, args[6], sizeof(int64_t), 0, n_keys, 0, "k_pos", &kp) ||
+        take(&bs, args[7], sizeof(float), 1, n_tok * h * dv, 0, "out", &out))
+        goto fail;
+    /* the caches may hold more rows than are attended over: at least n_keys */
+    for (int i = 0; i < 2; i++) {
+        if (get_buffer(args[3 + i], &cache_view, sizeof(uint16_t), 1, i ? "v_cache" : "k_cache")) goto fail;
+        const long long width = kvh * (i ? dv : d);
+        if (n_items(&cache_view) < n_keys * width || n_items(&cache_view) % width) {
+            PyErr_Format(PyExc_ValueError, "%s: too small for %lld keys", i ? "v_cache" : "k_cache", n_keys);
+            PyBuffer_Release(&cache_view);
+            goto fail;
+        }
+        bs.views[bs.n++] = cache_view;
+        if (i) vc = cache_view.buf;
+        else kc = cache_view.buf;
+    }
+    const struct attention_args a = {q, kc, vc, qp, kp, out, n_tok, n_keys, h, kvh, d, dv, (float)scale, window};
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = edgelm_attention_cached(&self->ctx, &a, kn, vn, start);
+    Py_END_ALLOW_THREADS
+    release_buffers(&bs);
+    if (err) return raise_errno(err);
+    Py_RETURN_NONE;
+fail:
+    release_buffers(&bs);
+    return NULL;
+}

@@ -100,3 +100,31 @@ def test_pieces_refuse_weights_that_do_not_fit(ops: NativeOps) -> None:
         ops.qkv(
             x, QKVWeights(wq, wk, wv, bq=np.zeros(3, np.float32)), positions, Rope(32, 1e4, False), 2, 1, 1e-6
         )
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # 70000 is past f16: inf, both ways
+@pytest.mark.parametrize("n_tok", [1, 5])
+def test_attention_into_the_cache_is_the_composition(ops: NativeOps, n_tok: int) -> None:
+    rng = np.random.default_rng(n_tok)
+    s, kvh, h, d = 40, 2, 4, 64
+    caches = [np.zeros((s, kvh, d), np.float16) for _ in range(4)]
+    history = rng.standard_normal((2, 12, kvh, d)).astype(np.float16)
+    for c in (caches[0], caches[2]):
+        c[:12] = history[0]
+    for c in (caches[1], caches[3]):
+        c[:12] = history[1]
+    q = rng.standard_normal((n_tok, h, d)).astype(np.float32)
+    k, v = (rng.standard_normal((2, n_tok, kvh, d)) * 3).astype(np.float32)
+    k[0, 0, :4] = [1e-7, -3e-5, 70000.0, np.float32(65519.0)]  # subnormal, overflow, the rounding edge
+    pos = np.arange(12 + n_tok, dtype=np.int64)
+    q_pos = pos[12:]
+    fused = ops.attention_cached(q, k, v, caches[0], caches[1], pos, 12, q_pos, 0.125, 0)
+    composed = composite.attention_cached(ops, q, k, v, caches[2], caches[3], pos, 12, q_pos, 0.125, 0)
+    np.testing.assert_array_equal(
+        caches[0].view(np.uint16), caches[2].view(np.uint16)
+    )  # numpy's f16 rounding
+    np.testing.assert_array_equal(caches[1].view(np.uint16), caches[3].view(np.uint16))
+    assert not caches[0][12 + n_tok :].any()  # rows past the new ones untouched
+    np.testing.assert_array_equal(fused, composed)
+    with pytest.raises(ValueError, match="past"):
+        ops.attention_cached(q, k, v, caches[0], caches[1], pos[: 12 + n_tok - 1], 12, q_pos, 0.125, 0)

@@ -16,7 +16,7 @@ from edgelm.kernels.packed import Weight
 if TYPE_CHECKING:
     from edgelm.kernels.ops import Ops
 
-__all__ = ["QKVWeights", "Rope", "ffn", "qkv"]
+__all__ = ["QKVWeights", "Rope", "attention_cached", "ffn", "qkv"]
 
 
 def _project(ops: Ops, x: np.ndarray, w: Weight, bias: np.ndarray | None) -> np.ndarray:
@@ -73,6 +73,27 @@ def qkv(
         k = ops.rms_norm(k, w.k_norm, eps)
     cos, sin = ops.rope_angles(positions, rope.dim, rope.base, rope.freq_scale, rope.factors)
     return ops.rope(q, cos, sin, rope.neox), ops.rope(k, cos, sin, rope.neox), v
+
+
+def attention_cached(
+    ops: Ops,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    key_pos: np.ndarray,
+    start: int,
+    q_pos: np.ndarray,
+    scale: float,
+    window: int,
+) -> np.ndarray:
+    """Store k (T, KVH, D), v (T, KVH, Dv) at rows [start, start + T) of the f16 caches, then attend q
+    (T, H, D) over their first len(key_pos) rows (keys at positions key_pos)."""
+    n = len(key_pos)
+    k_cache[start : start + len(k)] = k
+    v_cache[start : start + len(v)] = v
+    return ops.attention(q, k_cache[:n], v_cache[:n], q_pos, key_pos, scale, window)
 
 
 def ffn(ops: Ops, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:

@@ -224,6 +224,29 @@ class NativeOps:
         )  # fmt: skip
         return q, k, v
 
+    def attention_cached(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        k_cache: np.ndarray,
+        v_cache: np.ndarray,
+        key_pos: np.ndarray,
+        start: int,
+        q_pos: np.ndarray,
+        scale: float,
+        window: int,
+    ) -> np.ndarray:
+        q = _f32(q)
+        t, h, d = q.shape
+        kvh, dv = k.shape[1], v.shape[2]
+        out = np.empty((t, h, dv), _F32)
+        self._k.attention_cached(
+            q, _f32(k), _f32(v), k_cache, v_cache, _i64(q_pos), _i64(key_pos), out, h, kvh, d, dv,
+            float(scale), int(window), int(start),
+        )  # fmt: skip
+        return out
+
     def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
         x = _f32(x)
         out = np.empty((*x.shape[:-1], down.shape[0]), _F32)

@@ -96,6 +96,22 @@ class Ops(Protocol):
         """A gated feed-forward, as `composite.ffn` composes it."""
         ...
 
+    def attention_cached(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        k_cache: np.ndarray,
+        v_cache: np.ndarray,
+        key_pos: np.ndarray,
+        start: int,
+        q_pos: np.ndarray,
+        scale: float,
+        window: int,
+    ) -> np.ndarray:
+        """New keys and values stored in a cache, then attention over it, as `composite.attention_cached`."""
+        ...
+
 
 def _as_is(weights: Sequence[QTensor], release: Callable[[np.ndarray], None] | None = None) -> list[Weight]:
     return list(weights)
@@ -130,6 +146,9 @@ class _ReferenceOps:
 
     def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
         return composite.ffn(self, x, gate, up, down, gelu)
+
+    def attention_cached(self, *args: object) -> np.ndarray:
+        return composite.attention_cached(self, *args)  # type: ignore[arg-type]
 
 
 REFERENCE: Ops = _ReferenceOps()

@@ -27,11 +27,20 @@ class ContextFullError(EdgelmError):
 
 class LayerCache(Protocol):
     n_tokens: int
+    k: np.ndarray  # (S, KVH, D) float16 storage
+    v: np.ndarray  # (S, KVH, Dv)
+    pos: np.ndarray  # (S,) position of each row
 
     def append(
         self, k: np.ndarray, v: np.ndarray, positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Store k (T, KVH, D), v (T, KVH, Dv); return (keys, values, key positions) to attend over."""
+        ...
+
+    def claim(self, positions: np.ndarray) -> int | None:
+        """Make room for len(positions) new keys, record their positions, and return the first row they
+        go to in `k`/`v`, to be written there (the attention then reads rows [0, n_tokens)); None when
+        this cache takes keys only through `append`."""
         ...
 
     def trim(self, n_tokens: int) -> None: ...
@@ -74,6 +83,14 @@ class ContiguousCache:
         self.n_tokens = end
         return self.k[:end], self.v[:end], self.pos[:end]
 
+    def claim(self, positions: np.ndarray) -> int | None:
+        start, end = self.n_tokens, self.n_tokens + len(positions)
+        if end > len(self.k):
+            raise ContextFullError(f"context is full: {end} tokens do not fit in a context of {len(self.k)}")
+        self.pos[start:end] = positions
+        self.n_tokens = end
+        return start
+
     def trim(self, n_tokens: int) -> None:
         self.n_tokens = min(self.n_tokens, n_tokens)
 
@@ -109,6 +126,9 @@ class SlidingWindowCache:
         self.k[slots], self.v[slots], self.pos[slots] = k[-keep:], v[-keep:], positions[-keep:]
         self.n_tokens += t
         return keys, values, pos
+
+    def claim(self, positions: np.ndarray) -> int | None:
+        return None  # a ring: keys go through `append`
 
     def trim(self, n_tokens: int) -> None:
         if n_tokens >= self.n_tokens:
