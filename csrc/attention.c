@@ -149,11 +149,10 @@ static void split_values_task(void *ctx, int ith, int nth) {
         int64_t k0, k1;
         block_keys(st, b, &k0, &k1);
         const uint16_t *v = a->v + (st->lo + k0) * v_stride + g * a->head_dim_v;
-        for (int64_t h = g * group; h < (g + 1) * group; h++) {
-            float *p = st->scores + h * st->n + k0;
-            st->kt->softmax_apply_f16(p, k1 - k0, st->row_max[h], st->row_sum[h]);
-            st->kt->weighted_sum_f16(p, v, v_stride, k1 - k0, a->head_dim_v, partial + h * a->head_dim_v);
-        }
+        for (int64_t h = g * group; h < (g + 1) * group; h++)
+            st->kt->softmax_apply_f16(st->scores + h * st->n + k0, k1 - k0, st->row_max[h], st->row_sum[h]);
+        st->kt->weighted_sum_group_f16(st->scores + g * group * st->n + k0, st->n, group, v, v_stride, k1 - k0,
+                                       a->head_dim_v, partial + g * group * a->head_dim_v, a->head_dim_v);
     }
 }
 

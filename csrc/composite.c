@@ -15,10 +15,10 @@ int edgelm_qkv(const struct edgelm_ctx *ctx, const struct qkv_args *a, const flo
     const int64_t nq = a->n_heads * a->head_dim, nk = a->n_kv_heads * a->head_dim;
     const int64_t nv = a->n_kv_heads * a->head_dim_v, half = a->rope_dim / 2;
     if (a->wq->n_rows != nq || a->wk->n_rows != nk || a->wv->n_rows != nv || half * 2 > a->head_dim) return EINVAL;
-    int err;
-    if ((err = edgelm_matmul(ctx, a->wq, x, n_tok, a->q)) || (err = edgelm_matmul(ctx, a->wk, x, n_tok, a->k)) ||
-        (err = edgelm_matmul(ctx, a->wv, x, n_tok, a->v)))
-        return err;
+    const struct qmatrix *ws[3] = {a->wq, a->wk, a->wv};
+    float *ys[3] = {a->q, a->k, a->v};
+    const int err = edgelm_matmul_shared(ctx, 3, ws, x, n_tok, ys);
+    if (err) return err;
     if (a->bq) add_bias(a->q, a->bq, n_tok, nq);
     if (a->bk) add_bias(a->k, a->bk, n_tok, nk);
     if (a->bv) add_bias(a->v, a->bv, n_tok, nv);
@@ -41,8 +41,9 @@ int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const s
     float *g = malloc((size_t)(2 * n_tok * width) * sizeof(float));
     if (!g) return ENOMEM;
     float *u = g + n_tok * width;
-    int err = edgelm_matmul(ctx, gate, x, n_tok, g);
-    if (!err) err = edgelm_matmul(ctx, up, x, n_tok, u);
+    const struct qmatrix *ws[2] = {gate, up};
+    float *ys[2] = {g, u};
+    int err = edgelm_matmul_shared(ctx, 2, ws, x, n_tok, ys);
     if (!err) err = edgelm_unary(ctx, gelu ? UNARY_GELU_TANH : UNARY_SILU, g, u, g, n_tok * width);
     if (!err) err = edgelm_matmul(ctx, down, g, n_tok, y);
     free(g);

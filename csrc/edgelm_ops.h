@@ -18,6 +18,12 @@ struct edgelm_ctx {
 /* y (T, N) = x (T, K) @ w^T, activations rounded as reference.quantize_activations. */
 int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y);
 
+/* ys[i] (T, N_i) = x (T, K) @ ws[i]^T for n matrices with the same input: one quantization of x and,
+ * for R16 weights whose activations agree, one pass over the threads for all of them; the results
+ * are those of edgelm_matmul, bit for bit. */
+int edgelm_matmul_shared(const struct edgelm_ctx *ctx, int n, const struct qmatrix *const *ws, const float *x,
+                         int64_t n_tok, float *const *ys);
+
 /* Row groups [g0, g1) of src (n_rows rows of k weights of `type`, the file's layout) into dst in the
  * R16 layout (repack.h), on every thread. */
 int edgelm_repack_r16(const struct edgelm_ctx *ctx, int type, const uint8_t *src, uint8_t *dst, int64_t n_rows,

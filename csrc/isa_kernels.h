@@ -23,6 +23,8 @@
                         float scale, float *out);                                                \
     void weighted_sum_f16_##S(const float *p, const uint16_t *v, int64_t stride, int64_t n,      \
                               int64_t d, float *y);                                              \
+    void weighted_sum_group_f16_##S(const float *p, int64_t p_stride, int64_t n_q, const uint16_t *v, \
+                                    int64_t stride, int64_t n, int64_t d, float *y, int64_t y_stride); \
     void softmax_round_f16_##S(float *x, int64_t n);                                             \
     void scores_group_f16_##S(const float *q, int64_t n_q, const uint16_t *k, int64_t stride,    \
                               int64_t n, int64_t d, float scale, float *out, int64_t out_stride); \

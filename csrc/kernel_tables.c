@@ -15,7 +15,7 @@
     .silu = silu_##S, .gelu_tanh = gelu_tanh_##S, .silu_mul = silu_mul_##S,                           \
     .gelu_tanh_mul = gelu_tanh_mul_##S, .rms_norm = rms_norm_##S, .scores_f16 = scores_f16_##S,       \
     .weighted_sum_f16 = weighted_sum_f16_##S, .softmax_round_f16 = softmax_round_f16_##S,             \
-    .scores_group_f16 = scores_group_f16_##S,                                                         \
+    .scores_group_f16 = scores_group_f16_##S, .weighted_sum_group_f16 = weighted_sum_group_f16_##S,   \
     .softmax_stats = softmax_stats_##S, .softmax_apply_f16 = softmax_apply_f16_##S,                   \
     .round_f16 = round_f16_##S
 

@@ -82,6 +82,10 @@ struct kernel_table {
     /* ... y[0..d) += sum_i p[i] * v_i for n values (f16, `stride` halves apart) */
     void (*weighted_sum_f16)(const float *p, const uint16_t *v, int64_t stride, int64_t n, int64_t d,
                              float *y);
+    /* ... for the n_q query heads of a kv group at once (weights p_stride, outputs y_stride apart),
+     * each value converted once per tile of heads */
+    void (*weighted_sum_group_f16)(const float *p, int64_t p_stride, int64_t n_q, const uint16_t *v,
+                                   int64_t stride, int64_t n, int64_t d, float *y, int64_t y_stride);
     /* scores of the n_q queries sharing a kv head (d floats apart) to out + r * out_stride, each key
      * converted once for the group */
     void (*scores_group_f16)(const float *q, int64_t n_q, const uint16_t *k, int64_t stride, int64_t n,

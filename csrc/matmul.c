@@ -110,56 +110,86 @@ static void dot_chunk(void *ctx, long long chunk, int ith) {
  * L2 while every tile of tokens passes over them. */
 #define R16_GEMM_GROUPS 4
 
-struct r16_task {
-    r16_groups_fn fn;
-    const struct matmul_args *m;
-    long long groups_per_chunk, n_groups;
+static int check_matrix(const struct kernel_table *kt, const struct qmatrix *w) {
+    const int bs = ggml_block_size(w->type);
+    if (bs == 0 || w->k % bs != 0) return EINVAL;
+    const size_t row_bytes = w->layout == LAYOUT_R16 ? r16_row_bytes(w->type, w->k) : (size_t)(w->k / bs) * ggml_type_size(w->type);
+    if (w->row_bytes != row_bytes) return EINVAL;
+    if (w->layout == LAYOUT_R16 && (!kt->r16[w->type] || w->n_rows % R16_ROWS)) return EINVAL;
+    return 0;
+}
+
+/* The activations of x as products with weights of `type` read them, in the exec's shared slots. */
+static int quantize_activations(struct exec *ex, const struct kernel_table *kt, struct act *a, int type,
+                                int layout, const float *x, int64_t n_tok, int64_t k) {
+    int err = prepare_activations(ex, a, type, x, n_tok, k);
+    if (err) return err;
+    struct quantize_task qt = {kt, x, a};
+    exec_run(ex, quantize_task, &qt, n_tok * k >= PARALLEL_MIN_VALUES ? ex->n_threads : 1);
+    if (layout == LAYOUT_R16 && a->kind == ACT_Q8_0) {
+        /* the integer sum of each block of activations: the weights' offsets apply exactly */
+        a->qsum = exec_scratch(ex, ex->n_threads + SCRATCH_QSUM, (size_t)(n_tok * a->n_blocks) * sizeof(int32_t));
+        if (!a->qsum) return ENOMEM;
+        for (int64_t i = 0; i < n_tok * a->n_blocks; i++) {
+            int32_t sum = 0;
+            for (int j = 0; j < QK; j++) sum += a->q[i * QK + j];
+            a->qsum[i] = sum;
+        }
+    }
+    return 0;
+}
+
+/* R16 products of several matrices with one input: their groups in chunks, all in one pass over the
+ * threads (a chunk never spans two matrices). */
+#define SHARED_MAX 4
+
+struct r16_shared_task {
+    int n;
+    struct matmul_args m[SHARED_MAX];
+    r16_groups_fn fn[SHARED_MAX];
+    long long per[SHARED_MAX], n_groups[SHARED_MAX], first_chunk[SHARED_MAX + 1];
 };
 
-static void r16_chunk(void *ctx, long long chunk, int ith) {
-    const struct r16_task *rt = ctx;
+static void r16_shared_chunk(void *ctx, long long chunk, int ith) {
+    const struct r16_shared_task *st = ctx;
     (void)ith;
-    const long long g0 = chunk * rt->groups_per_chunk;
-    const long long g1 = g0 + rt->groups_per_chunk < rt->n_groups ? g0 + rt->groups_per_chunk : rt->n_groups;
-    rt->fn(rt->m, g0, g1);
+    int i = 0;
+    while (chunk >= st->first_chunk[i + 1]) i++;
+    const long long g0 = (chunk - st->first_chunk[i]) * st->per[i];
+    const long long g1 = g0 + st->per[i] < st->n_groups[i] ? g0 + st->per[i] : st->n_groups[i];
+    st->fn[i](&st->m[i], g0, g1);
+}
+
+static void r16_run(struct exec *ex, const struct kernel_table *kt, const struct act *a, int n,
+                    const struct qmatrix *const *ws, float *const *ys, int nth) {
+    struct r16_shared_task st = {.n = n};
+    st.first_chunk[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const struct qmatrix *w = ws[i];
+        st.m[i] = (struct matmul_args){w, a, ys[i], w->n_rows};
+        st.fn[i] = kt->r16[w->type];
+        st.n_groups[i] = w->n_rows / R16_ROWS;
+        st.per[i] = a->n_tok >= kt->gemm_min_tokens ? R16_GEMM_GROUPS : chunk_size(st.n_groups[i], nth, 1);
+        st.first_chunk[i + 1] = st.first_chunk[i] + (st.n_groups[i] + st.per[i] - 1) / st.per[i];
+    }
+    exec_run_chunks(ex, r16_shared_chunk, &st, st.first_chunk[n], nth);
 }
 
 int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const float *x, int64_t n_tok, float *y) {
     const struct kernel_table *kt = ctx->kt;
-    const int bs = ggml_block_size(w->type);
-    const size_t row_bytes = w->layout == LAYOUT_R16 ? r16_row_bytes(w->type, w->k) : (size_t)(w->k / bs) * ggml_type_size(w->type);
-    if (bs == 0 || w->k % bs != 0 || w->row_bytes != row_bytes) return EINVAL;
-    if (w->layout == LAYOUT_R16 && (!kt->r16[w->type] || w->n_rows % R16_ROWS)) return EINVAL;
+    int err = check_matrix(kt, w);
+    if (err) return err;
     if (n_tok <= 0 || w->n_rows <= 0) return 0;
     struct exec ex;
     exec_begin(&ex, ctx->pool);
     struct act a;
-    int err = prepare_activations(&ex, &a, w->type, x, n_tok, w->k);
+    err = quantize_activations(&ex, kt, &a, w->type, w->layout, x, n_tok, w->k);
     if (err) goto done;
-    struct quantize_task qt = {kt, x, &a};
-    exec_run(&ex, quantize_task, &qt, n_tok * w->k >= PARALLEL_MIN_VALUES ? ex.n_threads : 1);
-
     const struct matmul_args m = {w, &a, y, w->n_rows};
     const double macs = (double)n_tok * (double)w->n_rows * (double)w->k;
     const int nth = macs >= PARALLEL_MIN_MACS ? ex.n_threads : 1;
     if (w->layout == LAYOUT_R16) {
-        if (a.kind == ACT_Q8_0) {
-            /* the integer sum of each block of activations: the weights' offsets apply exactly */
-            a.qsum = exec_scratch(&ex, ex.n_threads + SCRATCH_QSUM, (size_t)(n_tok * a.n_blocks) * sizeof(int32_t));
-            if (!a.qsum) {
-                err = ENOMEM;
-                goto done;
-            }
-            for (int64_t i = 0; i < n_tok * a.n_blocks; i++) {
-                int32_t sum = 0;
-                for (int j = 0; j < QK; j++) sum += a.q[i * QK + j];
-                a.qsum[i] = sum;
-            }
-        }
-        const long long n_groups = w->n_rows / R16_ROWS;
-        const long long per = n_tok >= kt->gemm_min_tokens ? R16_GEMM_GROUPS : chunk_size(n_groups, nth, 1);
-        struct r16_task rt = {kt->r16[w->type], &m, per, n_groups};
-        exec_run_chunks(&ex, r16_chunk, &rt, (n_groups + per - 1) / per, nth);
+        r16_run(&ex, kt, &a, 1, &w, &y, nth);
         goto done;
     }
     const gemm_fn gemm = kt->gemm[w->type];
@@ -172,6 +202,37 @@ int edgelm_matmul(const struct edgelm_ctx *ctx, const struct qmatrix *w, const f
                           chunk_size(w->n_rows, nth, ROW_SPLIT_ALIGN)};
     exec_run_chunks(&ex, dot_chunk, &dt, (w->n_rows + dt.rows_per_chunk - 1) / dt.rows_per_chunk, nth);
 done:
+    exec_end(&ex);
+    return err;
+}
+
+int edgelm_matmul_shared(const struct edgelm_ctx *ctx, int n, const struct qmatrix *const *ws, const float *x,
+                         int64_t n_tok, float *const *ys) {
+    const struct kernel_table *kt = ctx->kt;
+    int fused = n >= 1 && n <= SHARED_MAX;
+    for (int i = 0; i < n; i++) {
+        const int err = check_matrix(kt, ws[i]);
+        if (err) return err;
+        fused = fused && ws[i]->layout == LAYOUT_R16 && ws[i]->k == ws[0]->k && ws[i]->n_rows > 0 &&
+                act_kind_for(ws[i]->type) == act_kind_for(ws[0]->type);
+    }
+    if (!fused) { /* one product after another */
+        for (int i = 0; i < n; i++) {
+            const int err = edgelm_matmul(ctx, ws[i], x, n_tok, ys[i]);
+            if (err) return err;
+        }
+        return 0;
+    }
+    if (n_tok <= 0) return 0;
+    struct exec ex;
+    exec_begin(&ex, ctx->pool);
+    struct act a;
+    int err = quantize_activations(&ex, kt, &a, ws[0]->type, LAYOUT_R16, x, n_tok, ws[0]->k);
+    if (!err) {
+        double macs = 0.0;
+        for (int i = 0; i < n; i++) macs += (double)n_tok * (double)ws[i]->n_rows * (double)ws[i]->k;
+        r16_run(&ex, kt, &a, n, ws, ys, macs >= PARALLEL_MIN_MACS ? ex.n_threads : 1);
+    }
     exec_end(&ex);
     return err;
 }

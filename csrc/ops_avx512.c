@@ -73,6 +73,7 @@ static double sum_squares_f64(const float *x, int64_t n) {
     return sum;
 }
 
+#define WSUM_GROUP_HEADS 8 /* 32 vector registers */
 #include "ops_simd.inc"
 
 #endif

@@ -16,7 +16,12 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define NT_MAX 8 /* tokens per tile */
-#define PREFETCH_AHEAD 4096
+/* Software prefetch two pages ahead into L2: with base pages the hardware prefetchers stop at each page's
+ * end.  Measured on Qwen2.5-0.5B shapes (all matrices of a decode step, 2 threads): 8 KiB into L2 streams
+ * ~5% more than 4 KiB into L1 (Q8_0 23.6 -> 24.9 GB/s, Q4_K_M 20.9 -> 21.8); on the 256-bit path it does
+ * not pay, which keeps 4 KiB into L1. */
+#define PREFETCH_AHEAD 8192
+#define PREFETCH_HINT _MM_HINT_T1
 #define CACHE_LINE 64
 
 INLINE size_t block_bytes(int type) {
@@ -80,7 +85,7 @@ INLINE void r16_tile(const int type, const uint8_t *grp, const struct act *a, in
     for (int j = 0; j < nt; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * bb;
-        for (size_t off = 0; off < bb; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), _MM_HINT_T0);
+        for (size_t off = 0; off < bb; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), PREFETCH_HINT);
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         const __m512 m = with_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + heads / 2)))
                                   : _mm512_setzero_ps();
@@ -120,7 +125,7 @@ INLINE void r16_tile(const int type, const uint8_t *grp, const struct act *a, in
 /* ---- the K-quants: super-blocks of 256 weights, integer sub-block scales ---------------------------- */
 
 INLINE void prefetch_block(const uint8_t *blk, size_t bytes) {
-    for (size_t off = 0; off < bytes; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), _MM_HINT_T0);
+    for (size_t off = 0; off < bytes; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), PREFETCH_HINT);
 }
 
 /* Sum over 8 chunk vectors w[0..7] (32 weights of 16 rows) against x[0..31]: two chains when alone. */

@@ -67,6 +67,38 @@ def test_qkv_in_one_call_is_the_composition(
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
 
 
+@pytest.mark.parametrize(
+    "types",
+    [
+        (GGMLType.Q5_0, GGMLType.Q5_0, GGMLType.Q8_0),  # one pass: all take 8-bit blocks of 32
+        (GGMLType.Q4_K, GGMLType.Q4_K, GGMLType.Q6_K),  # one pass: all take blocks of 256
+        (GGMLType.Q4_K, GGMLType.Q5_0, GGMLType.Q8_0),  # activations differ: one product at a time
+        (GGMLType.Q8_0, GGMLType.F16, GGMLType.Q8_0),  # a matrix without a packed layout
+    ],
+    ids=lambda ts: "-".join(t.name for t in ts),
+)
+@pytest.mark.parametrize("n_tok", [1, 9])
+def test_qkv_of_mixed_types_is_the_composition(ops: NativeOps, types: tuple, n_tok: int) -> None:
+    """Q4_K_M files mix types within a block; the projections that share an input pass over the
+    threads together only where their activations agree, with the numbers of one product each."""
+    rng = np.random.default_rng(n_tok)
+    dim, heads, kv_heads, d = 256, 6, 2, 64
+    shapes = [heads * d, kv_heads * d, kv_heads * d]
+    weights = ops.prepare([random_weights(rng, t, n, dim) for t, n in zip(types, shapes, strict=True)])
+    x = random_activations(rng, n_tok, dim)
+    positions = np.arange(n_tok, dtype=np.int64)
+    args = (x, QKVWeights(*weights), positions, Rope(d, 1e4, True), heads, kv_heads, 1e-6)
+    fused = ops.qkv(*args)
+    for got, want in zip(fused, composite.qkv(ops, *args), strict=True):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(fused, REFERENCE.qkv(*args), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
+    gate, up = ops.prepare([random_weights(rng, t, 512, dim) for t in types[1:]])
+    down = ops.prepare([random_weights(rng, types[0], dim, 512)])[0]
+    want = composite.ffn(ops, x, gate, up, down, False)
+    np.testing.assert_array_equal(ops.ffn(x, gate, up, down, False), want)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the reference's SiLU of large inputs
 @pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.BF16], ids=lambda t: t.name)
 @pytest.mark.parametrize("gelu", [False, True])

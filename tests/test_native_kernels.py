@@ -208,6 +208,8 @@ def test_activations(ops: NativeOps) -> None:
         (1, 1000, 14, 2, 64, 0),  # decode split into key blocks over the threads
         (1, 1000, 9, 3, 64, 20),  # split decode with a window: whole blocks masked in the ring
         (1, 777, 9, 3, 40, 300),  # split decode, uneven last block, odd head width
+        (1, 600, 20, 2, 64, 0),  # a kv group of 10 query heads: more than one tile of heads
+        (1, 300, 5, 1, 32, 0),  # a group of 5, head width of two AVX-512 vectors
     ],
 )
 def test_attention(
