@@ -15,9 +15,16 @@ int edgelm_qkv(const struct edgelm_ctx *ctx, const struct qkv_args *a, const flo
     const int64_t nq = a->n_heads * a->head_dim, nk = a->n_kv_heads * a->head_dim;
     const int64_t nv = a->n_kv_heads * a->head_dim_v, half = a->rope_dim / 2;
     if (a->wq->n_rows != nq || a->wk->n_rows != nk || a->wv->n_rows != nv || half * 2 > a->head_dim) return EINVAL;
+    float *normed = NULL;
+    if (a->in_norm) {
+        if (!(normed = malloc((size_t)(n_tok * a->wq->k) * sizeof(float)))) return ENOMEM;
+        edgelm_rms_norm(ctx, x, a->in_norm, normed, n_tok, a->wq->k, a->eps);
+        x = normed;
+    }
     const struct qmatrix *ws[3] = {a->wq, a->wk, a->wv};
     float *ys[3] = {a->q, a->k, a->v};
     const int err = edgelm_matmul_shared(ctx, 3, ws, x, n_tok, ys);
+    free(normed);
     if (err) return err;
     if (a->bq) add_bias(a->q, a->bq, n_tok, nq);
     if (a->bk) add_bias(a->k, a->bk, n_tok, nk);
@@ -35,12 +42,19 @@ int edgelm_qkv(const struct edgelm_ctx *ctx, const struct qkv_args *a, const flo
 }
 
 int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const struct qmatrix *up,
-               const struct qmatrix *down, const float *x, int64_t n_tok, int gelu, float *y) {
+               const struct qmatrix *down, const float *x, int64_t n_tok, const float *norm, float eps, int gelu,
+               float *y) {
     const int64_t width = gate->n_rows;
     if (up->n_rows != width || down->k != width || gate->k != up->k) return EINVAL;
-    float *g = malloc((size_t)(2 * n_tok * width) * sizeof(float));
+    /* the gate and up outputs, then (if asked) the normed input */
+    float *g = malloc((size_t)(2 * n_tok * width + (norm ? n_tok * gate->k : 0)) * sizeof(float));
     if (!g) return ENOMEM;
     float *u = g + n_tok * width;
+    if (norm) {
+        float *normed = u + n_tok * width;
+        edgelm_rms_norm(ctx, x, norm, normed, n_tok, gate->k, eps);
+        x = normed;
+    }
     const struct qmatrix *ws[2] = {gate, up};
     float *ys[2] = {g, u};
     int err = edgelm_matmul_shared(ctx, 2, ws, x, n_tok, ys);

@@ -79,6 +79,7 @@ int edgelm_attention_cached(const struct edgelm_ctx *ctx, const struct attention
 struct qkv_args {
     const struct qmatrix *wq, *wk, *wv;
     const float *bq, *bk, *bv;     /* NULL: no bias */
+    const float *in_norm;          /* (E): RMSNorm of the input x first, or NULL (x already normed) */
     const float *q_norm, *k_norm;  /* (D) or NULL */
     float eps;
     const int64_t *positions;      /* (T) */
@@ -91,9 +92,11 @@ struct qkv_args {
 };
 int edgelm_qkv(const struct edgelm_ctx *ctx, const struct qkv_args *a, const float *x, int64_t n_tok);
 
-/* y (T, E) = down(act(gate(x)) * up(x)), act SiLU or tanh-GELU, for x (T, E). */
+/* y (T, E) = down(act(gate(x')) * up(x')), act SiLU or tanh-GELU, for x (T, E); x' = RMSNorm of x
+ * with weight `norm` (E) and eps, or x itself when norm is NULL. */
 int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const struct qmatrix *up,
-               const struct qmatrix *down, const float *x, int64_t n_tok, int gelu, float *y);
+               const struct qmatrix *down, const float *x, int64_t n_tok, const float *norm, float eps, int gelu,
+               float *y);
 
 /* Read n bytes with every thread and return their sum: the memory bandwidth a streaming kernel can
  * reach, for benchmarks to compare against. */

@@ -106,12 +106,12 @@ static int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, con
 }
 
 MODULE_DOC(qkv_doc, "qkv(x, wq, wk, wv, bq, bk, bv, q_norm, k_norm, eps, positions, rope_dim, base, freq_scale, "
-                      "factors, neox, n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v)\n--\n\n"
-                      "q, k, v of a block (projections, biases, per-head norms, RoPE); weights as "
+                      "factors, neox, n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v, norm)\n--\n\n"
+                      "q, k, v of a block (input RMSNorm, projections, biases, per-head norms, RoPE); weights as "
                       "(buffer, type, n_rows, k, layout), optional arrays None.");
 
 PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (check_nargs(nargs, 23, "qkv")) return NULL;
+    if (check_nargs(nargs, 24, "qkv")) return NULL;
     struct buffers bs = {.n = 0};
     struct qmatrix wq, wk, wv;
     struct qkv_args a = {&wq, &wk, &wv};
@@ -127,7 +127,7 @@ PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "qkv: bad head counts, widths or rope_dim");
         return NULL;
     }
-    void *x, *pos, *bq, *bk, *bv, *qn, *kn, *fac, *q, *k, *v;
+    void *x, *pos, *bq, *bk, *bv, *qn, *kn, *fac, *q, *k, *v, *in_norm;
     if (take_matrix(&bs, args[1], &wq, "wq") || take_matrix(&bs, args[2], &wk, "wk") ||
         take_matrix(&bs, args[3], &wv, "wv"))
         goto fail;
@@ -148,8 +148,10 @@ PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
         take(&bs, args[14], sizeof(float), 0, rope_dim / 2, 1, "factors", &fac) ||
         take(&bs, args[20], sizeof(float), 1, n_tok * h * d, 0, "q", &q) ||
         take(&bs, args[21], sizeof(float), 1, n_tok * kvh * d, 0, "k", &k) ||
-        take(&bs, args[22], sizeof(float), 1, n_tok * kvh * dv, 0, "v", &v))
+        take(&bs, args[22], sizeof(float), 1, n_tok * kvh * dv, 0, "v", &v) ||
+        take(&bs, args[23], sizeof(float), 0, wq.k, 1, "norm", &in_norm))
         goto fail;
+    a.in_norm = in_norm;
     a.bq = bq, a.bk = bk, a.bv = bv, a.q_norm = qn, a.k_norm = kn, a.eps = (float)eps;
     a.positions = pos, a.rope_dim = rope_dim, a.rope_base = (float)base, a.freq_scale = (float)freq_scale;
     a.factors = fac, a.neox = (int)neox, a.n_heads = h, a.n_kv_heads = kvh, a.head_dim = d, a.head_dim_v = dv;
@@ -166,16 +168,19 @@ fail:
     return NULL;
 }
 
-MODULE_DOC(ffn_doc, "ffn(x, gate, up, down, gelu, out)\n--\n\n"
-                      "out (T, E) = down(act(gate(x)) * up(x)); weights as (buffer, type, n_rows, k, layout).");
+MODULE_DOC(ffn_doc, "ffn(x, gate, up, down, gelu, out, norm, eps)\n--\n\n"
+                      "out (T, E) = down(act(gate(x')) * up(x')), x' the RMSNorm of x with weight norm (or x when "
+                      "norm is None); weights as (buffer, type, n_rows, k, layout).");
 
 PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (check_nargs(nargs, 6, "ffn")) return NULL;
+    if (check_nargs(nargs, 8, "ffn")) return NULL;
     struct buffers bs = {.n = 0};
     struct qmatrix gate, up, down;
     long long gelu;
-    void *x, *out;
+    double eps;
+    void *x, *out, *norm;
     if (get_ll(args[4], &gelu, "gelu")) return NULL;
+    if ((eps = PyFloat_AsDouble(args[7])) == -1.0 && PyErr_Occurred()) return NULL;
     if (take_matrix(&bs, args[1], &gate, "gate") || take_matrix(&bs, args[2], &up, "up") ||
         take_matrix(&bs, args[3], &down, "down"))
         goto fail;
@@ -192,11 +197,12 @@ PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
         goto fail;
     }
     if (take(&bs, args[0], sizeof(float), 0, n_tok * gate.k, 0, "x", &x) ||
-        take(&bs, args[5], sizeof(float), 1, n_tok * down.n_rows, 0, "out", &out))
+        take(&bs, args[5], sizeof(float), 1, n_tok * down.n_rows, 0, "out", &out) ||
+        take(&bs, args[6], sizeof(float), 0, gate.k, 1, "norm", &norm))
         goto fail;
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = edgelm_ffn(&self->ctx, &gate, &up, &down, x, n_tok, gelu != 0, out);
+    err = edgelm_ffn(&self->ctx, &gate, &up, &down, x, n_tok, norm, (float)eps, gelu != 0, out);
     Py_END_ALLOW_THREADS
     release_buffers(&bs);
     if (err) return raise_errno(err);

@@ -37,6 +37,7 @@ def _case(rng: np.random.Generator, ggml_type: GGMLType, dim: int, heads: int, k
     ids=["llama", "qwen2", "qwen3-partial-rope"],
 )
 @pytest.mark.parametrize("n_tok", [1, 7])
+@pytest.mark.parametrize("input_norm", [False, True], ids=["normed", "norm-inside"])
 def test_qkv_in_one_call_is_the_composition(
     ops: NativeOps,
     ggml_type: GGMLType,
@@ -46,6 +47,7 @@ def test_qkv_in_one_call_is_the_composition(
     rope_dim: int,
     factors: bool,
     n_tok: int,
+    input_norm: bool,
 ) -> None:
     rng = np.random.default_rng(n_tok + rope_dim)
     dim, heads, kv_heads, d = 256, 4, 2, 64
@@ -56,7 +58,8 @@ def test_qkv_in_one_call_is_the_composition(
     x = random_activations(rng, n_tok, dim)
     positions = np.arange(40, 40 + n_tok, dtype=np.int64)
     w = QKVWeights(*weights, *bias, q_norm, k_norm)
-    args = (x, w, positions, Rope(rope_dim, 10000.0, neox, 0.5, fac), heads, kv_heads, 1e-6)
+    norm = rng.standard_normal(dim).astype(np.float32) if input_norm else None
+    args = (x, w, positions, Rope(rope_dim, 10000.0, neox, 0.5, fac), heads, kv_heads, 1e-6, norm)
     fused = ops.qkv(*args)
     composed = composite.qkv(ops, *args)
     for got, want in zip(fused, composed, strict=True):
@@ -103,8 +106,9 @@ def test_qkv_of_mixed_types_is_the_composition(ops: NativeOps, types: tuple, n_t
 @pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.BF16], ids=lambda t: t.name)
 @pytest.mark.parametrize("gelu", [False, True])
 @pytest.mark.parametrize("n_tok", [1, 9])
+@pytest.mark.parametrize("input_norm", [False, True], ids=["normed", "norm-inside"])
 def test_ffn_in_one_call_is_the_composition(
-    ops: NativeOps, ggml_type: GGMLType, gelu: bool, n_tok: int
+    ops: NativeOps, ggml_type: GGMLType, gelu: bool, n_tok: int, input_norm: bool
 ) -> None:
     rng = np.random.default_rng(n_tok + gelu)
     dim, width = 256, 512
@@ -112,9 +116,10 @@ def test_ffn_in_one_call_is_the_composition(
     down = random_weights(rng, ggml_type, dim, width)
     gate, up, down = ops.prepare([gate, up, down])
     x = random_activations(rng, n_tok, dim)
-    fused = ops.ffn(x, gate, up, down, gelu)
-    np.testing.assert_array_equal(fused, composite.ffn(ops, x, gate, up, down, gelu))
-    want = REFERENCE.ffn(x, gate, up, down, gelu)
+    norm = rng.standard_normal(dim).astype(np.float32) if input_norm else None
+    fused = ops.ffn(x, gate, up, down, gelu, norm, 1e-5)
+    np.testing.assert_array_equal(fused, composite.ffn(ops, x, gate, up, down, gelu, norm, 1e-5))
+    want = REFERENCE.ffn(x, gate, up, down, gelu, norm, 1e-5)
     np.testing.assert_allclose(fused, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 

@@ -18,7 +18,6 @@ from edgelm.models.layers import (
     FFN_BLOCK_MAX_ROWS,
     FFN_BLOCK_MIN_ROWS,
     FFNWeights,
-    _feed_forward,
     feed_forward,
     ffn_block_rows,
 )
@@ -203,7 +202,11 @@ def test_blocked_feed_forward_equals_one_pass(gelu: bool) -> None:
     w = FFNWeights(q8("gate", (width, dim)), q8("up", (width, dim)), q8("down", (dim, width)))
     x = rng.standard_normal((150, dim)).astype(np.float32)
     assert ffn_block_rows(width) < len(x)
-    np.testing.assert_array_equal(feed_forward(REFERENCE, x, w, gelu), _feed_forward(REFERENCE, x, w, gelu))
+    one_pass = REFERENCE.ffn(x, w.gate, w.up, w.down, gelu)
+    np.testing.assert_array_equal(feed_forward(REFERENCE, x, w, gelu), one_pass)
+    norm = rng.standard_normal(dim).astype(np.float32)  # the input norm, applied per row
+    one_pass = REFERENCE.ffn(x, w.gate, w.up, w.down, gelu, norm, 1e-5)
+    np.testing.assert_array_equal(feed_forward(REFERENCE, x, w, gelu, norm, 1e-5), one_pass)
 
 
 @pytest.mark.parametrize("name", ["silu_mul", "gelu_tanh_mul"])

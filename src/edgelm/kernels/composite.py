@@ -60,10 +60,14 @@ def qkv(
     n_heads: int,
     n_kv_heads: int,
     eps: float,
+    norm: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q (T, H, D), k (T, KVH, D), v (T, KVH, Dv) of the normed input x (T, E): projections with
-    their biases, each head's RMSNorm of q and k where the model has one, RoPE on q and k."""
+    """q (T, H, D), k (T, KVH, D), v (T, KVH, Dv) of the block input x (T, E): its RMSNorm with weight
+    `norm` (E,) unless None (x already normed), projections with their biases, each head's RMSNorm
+    of q and k where the model has one, RoPE on q and k."""
     t = x.shape[0]
+    if norm is not None:
+        x = ops.rms_norm(x, norm, eps)
     q = _project(ops, x, w.wq, w.bq).reshape(t, n_heads, -1)
     k = _project(ops, x, w.wk, w.bk).reshape(t, n_kv_heads, -1)
     v = _project(ops, x, w.wv, w.bv).reshape(t, n_kv_heads, -1)
@@ -96,8 +100,20 @@ def attention_cached(
     return ops.attention(q, k_cache[:n], v_cache[:n], q_pos, key_pos, scale, window)
 
 
-def ffn(ops: Ops, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
-    """down(act(gate(x)) * up(x)) for x (T, E): SwiGLU, or GELU (tanh) gated."""
+def ffn(
+    ops: Ops,
+    x: np.ndarray,
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+    gelu: bool,
+    norm: np.ndarray | None = None,
+    eps: float = 0.0,
+) -> np.ndarray:
+    """down(act(gate(x)) * up(x)) for x (T, E): SwiGLU, or GELU (tanh) gated; x first RMS-normed
+    with weight `norm` (E,) and `eps` unless norm is None."""
+    if norm is not None:
+        x = ops.rms_norm(x, norm, eps)
     g, u = ops.matmul(x, gate), ops.matmul(x, up)  # (T, F) each
     act = ops.gelu_tanh_mul(g, u, out=g) if gelu else ops.silu_mul(g, u, out=g)
     del u

@@ -92,7 +92,7 @@ class NativeOps:
     ) -> list[Weight]:
         """`weights` in the layout these kernels multiply fastest: repacked (R16) where they have it.
 
-        The repacked tensors share one anonymous mapping (huge pages where the system allows).
+        The repacked tensors share one anonymous mapping (base pages: see `anonymous_bytes`).
         `release(view)` is called on each slice of a file's bytes once it is copied out, to drop
         those pages from memory; the sources themselves are left as they are.
         """
@@ -209,6 +209,7 @@ class NativeOps:
         n_heads: int,
         n_kv_heads: int,
         eps: float,
+        norm: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = _f32(x)
         t = x.shape[0]
@@ -220,7 +221,7 @@ class NativeOps:
             x, _matrix(w.wq), _matrix(w.wk), _matrix(w.wv), _opt(w.bq), _opt(w.bk), _opt(w.bv),
             _opt(w.q_norm), _opt(w.k_norm), float(eps), _i64(positions), int(rope.dim), float(rope.base),
             float(rope.freq_scale), _opt(rope.factors), bool(rope.neox), n_heads, n_kv_heads, head_dim,
-            head_dim_v, q, k, v,
+            head_dim_v, q, k, v, _opt(norm),
         )  # fmt: skip
         return q, k, v
 
@@ -247,10 +248,19 @@ class NativeOps:
         )  # fmt: skip
         return out
 
-    def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
+    def ffn(
+        self,
+        x: np.ndarray,
+        gate: Weight,
+        up: Weight,
+        down: Weight,
+        gelu: bool,
+        norm: np.ndarray | None = None,
+        eps: float = 0.0,
+    ) -> np.ndarray:
         x = _f32(x)
         out = np.empty((*x.shape[:-1], down.shape[0]), _F32)
-        self._k.ffn(x, _matrix(gate), _matrix(up), _matrix(down), bool(gelu), out)
+        self._k.ffn(x, _matrix(gate), _matrix(up), _matrix(down), bool(gelu), out, _opt(norm), float(eps))
         return out
 
     # -- fused extras --------------------------------------------------

@@ -88,11 +88,21 @@ class Ops(Protocol):
         n_heads: int,
         n_kv_heads: int,
         eps: float,
+        norm: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """q, k, v of a block, as `composite.qkv` composes them."""
         ...
 
-    def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
+    def ffn(
+        self,
+        x: np.ndarray,
+        gate: Weight,
+        up: Weight,
+        down: Weight,
+        gelu: bool,
+        norm: np.ndarray | None = None,
+        eps: float = 0.0,
+    ) -> np.ndarray:
         """A gated feed-forward, as `composite.ffn` composes it."""
         ...
 
@@ -141,11 +151,21 @@ class _ReferenceOps:
         n_heads: int,
         n_kv_heads: int,
         eps: float,
+        norm: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return composite.qkv(self, x, w, positions, rope, n_heads, n_kv_heads, eps)
+        return composite.qkv(self, x, w, positions, rope, n_heads, n_kv_heads, eps, norm)
 
-    def ffn(self, x: np.ndarray, gate: Weight, up: Weight, down: Weight, gelu: bool) -> np.ndarray:
-        return composite.ffn(self, x, gate, up, down, gelu)
+    def ffn(
+        self,
+        x: np.ndarray,
+        gate: Weight,
+        up: Weight,
+        down: Weight,
+        gelu: bool,
+        norm: np.ndarray | None = None,
+        eps: float = 0.0,
+    ) -> np.ndarray:
+        return composite.ffn(self, x, gate, up, down, gelu, norm, eps)
 
     def attention_cached(self, *args: object) -> np.ndarray:
         return composite.attention_cached(self, *args)  # type: ignore[arg-type]

@@ -17,10 +17,9 @@ def block(
     """x + post_norm(attn(norm(x))), then + post_norm(ffn(norm(.)))."""
     cfg = m.config
     assert layer.post_attn_norm is not None and layer.post_ffn_norm is not None
-    h = norm(m.ops, x, layer.attn_norm, cfg.norm_eps)
     h = attention(
         m.ops,
-        h,
+        x,
         positions,
         layer.attn,
         segments,
@@ -30,9 +29,10 @@ def block(
         cfg.norm_eps,
         m.q_scale,
         layer.window,
+        norm=layer.attn_norm,
     )
     x = residual(x, norm(m.ops, h, layer.post_attn_norm, cfg.norm_eps))
-    h = feed_forward(m.ops, norm(m.ops, x, layer.ffn_norm, cfg.norm_eps), layer.ffn, gelu=True)
+    h = feed_forward(m.ops, x, layer.ffn, gelu=True, norm=layer.ffn_norm, eps=cfg.norm_eps)
     return residual(x, norm(m.ops, h, layer.post_ffn_norm, cfg.norm_eps))
 
 

@@ -67,14 +67,16 @@ def attention(
     eps: float,
     q_scale: float,
     window: int,
+    norm: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Self-attention of x (T, E) at `positions` -> (T, E).
+    """Self-attention of x (T, E) at `positions` -> (T, E); x is first RMS-normed with weight `norm`
+    (the block's input norm, applied inside the projections' call) unless it is None.
 
     Projections run on all T rows at once (several sequences batched); each segment
     (start, end, cache) of rows then attends over its own sequence's cache.
     """
     t = x.shape[0]
-    q, k, v = ops.qkv(x, w.qkv, positions, rope, n_heads, n_kv_heads, eps)
+    q, k, v = ops.qkv(x, w.qkv, positions, rope, n_heads, n_kv_heads, eps, norm)
     cache = segments[0][2] if len(segments) == 1 and segments[0][:2] == (0, t) else None
     start = cache.claim(positions) if cache is not None else None
     if cache is not None and start is not None:  # one sequence, written into its cache by the kernel
@@ -102,8 +104,11 @@ def ffn_block_rows(ffn_width: int) -> int:
     return rows
 
 
-def feed_forward(ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarray:
-    """Gated FFN: down(act(gate(x)) * up(x)), a block of rows at a time.
+def feed_forward(
+    ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool, norm: np.ndarray | None = None, eps: float = 0.0
+) -> np.ndarray:
+    """Gated FFN: down(act(gate(x)) * up(x)), a block of rows at a time; x first RMS-normed with
+    weight `norm` and `eps` (in the same native call) unless norm is None.
 
     The (T, F) intermediates are the largest arrays of a prefill (3 × 10 MB for 512 tokens of a
     0.5B model); blocks bound them and keep them in cache (faster too), and the gate is applied
@@ -112,12 +117,8 @@ def feed_forward(ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarr
     t = x.shape[0]
     block = ffn_block_rows(w.gate.shape[0])
     if t <= block:
-        return _feed_forward(ops, x, w, gelu)
+        return ops.ffn(x, w.gate, w.up, w.down, gelu, norm, eps)
     out = np.empty((t, w.down.shape[0]), np.float32)
     for start in range(0, t, block):
-        out[start : start + block] = _feed_forward(ops, x[start : start + block], w, gelu)
+        out[start : start + block] = ops.ffn(x[start : start + block], w.gate, w.up, w.down, gelu, norm, eps)
     return out
-
-
-def _feed_forward(ops: Ops, x: np.ndarray, w: FFNWeights, gelu: bool) -> np.ndarray:
-    return ops.ffn(x, w.gate, w.up, w.down, gelu)

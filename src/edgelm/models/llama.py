@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgelm.models.layers import attention, feed_forward, norm, residual
+from edgelm.models.layers import attention, feed_forward, residual
 from edgelm.models.transformer import Architecture, Layer, Segments, Transformer
 
 
@@ -13,10 +13,9 @@ def block(
 ) -> np.ndarray:
     """x + attn(norm(x)), then + ffn(norm(.))."""
     cfg = m.config
-    h = norm(m.ops, x, layer.attn_norm, cfg.norm_eps)
     h = attention(
         m.ops,
-        h,
+        x,
         positions,
         layer.attn,
         segments,
@@ -26,10 +25,10 @@ def block(
         cfg.norm_eps,
         m.q_scale,
         0,
+        norm=layer.attn_norm,
     )
     x = residual(x, h)
-    h = norm(m.ops, x, layer.ffn_norm, cfg.norm_eps)
-    return residual(x, feed_forward(m.ops, h, layer.ffn, gelu=False))
+    return residual(x, feed_forward(m.ops, x, layer.ffn, gelu=False, norm=layer.ffn_norm, eps=cfg.norm_eps))
 
 
 ARCH = Architecture(name="llama", block=block, rope_neox=False)
