@@ -46,6 +46,15 @@ bool isa_has_avx_vnni(void) {
 #endif
 }
 
+bool isa_has_gfni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("gfni");
+#else
+    return false;
+#endif
+}
+
 bool isa_supported(enum isa isa) {
     switch (isa) {
     case ISA_SCALAR:

@@ -36,18 +36,28 @@ static const struct kernel_table kernels_avx2_vnni = {
  * Zen 5 with 4864 x 896 matrices: even at 8 tokens, better from 12). */
 #define AVX512_GEMM_MIN_TOKENS 12
 
+/* The K-quants stay on their streaming kernels at any token count: those fold the sub-block scales
+ * into integer multiply-adds, which beats the panel's float scaling. */
+#define AVX512_GEMM_TYPES                                                                               \
+    [GGML_TYPE_Q8_0] = gemm_avx512, [GGML_TYPE_Q4_0] = gemm_avx512, [GGML_TYPE_Q4_1] = gemm_avx512,      \
+    [GGML_TYPE_Q5_0] = gemm_avx512, [GGML_TYPE_Q5_1] = gemm_avx512
+
 const struct kernel_table kernels_avx512 = {
     .isa = ISA_AVX512,
     COMMON_ENTRIES(avx512),
-    .gemm =
-        {
-            /* The K-quants stay on their streaming kernels at any token count: those fold the
-             * sub-block scales into integer multiply-adds, which beats the panel's float scaling. */
-            [GGML_TYPE_Q8_0] = gemm_avx512, [GGML_TYPE_Q4_0] = gemm_avx512, [GGML_TYPE_Q4_1] = gemm_avx512,
-            [GGML_TYPE_Q5_0] = gemm_avx512, [GGML_TYPE_Q5_1] = gemm_avx512,
-        },
+    .gemm = {AVX512_GEMM_TYPES},
     .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS,
     .r16 = {R16_TYPES(r16_groups_avx512)},
+};
+
+/* AVX-512 where the CPU has GFNI too: the R16 products unpack nibbles with one op fewer (Q5_0 of a
+ * Qwen2.5-0.5B decode step ~7% faster, measured on Sapphire Rapids). */
+static const struct kernel_table kernels_avx512_gfni = {
+    .isa = ISA_AVX512,
+    COMMON_ENTRIES(avx512),
+    .gemm = {AVX512_GEMM_TYPES},
+    .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS,
+    .r16 = {R16_TYPES(r16_groups_avx512_gfni)},
 };
 #endif
 
@@ -61,7 +71,7 @@ const struct kernel_table *kernels_for_isa(enum isa isa) {
     case ISA_SCALAR: return &kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
     case ISA_AVX2: return isa_has_avx_vnni() ? &kernels_avx2_vnni : &kernels_avx2;
-    case ISA_AVX512: return &kernels_avx512;
+    case ISA_AVX512: return isa_has_gfni() ? &kernels_avx512_gfni : &kernels_avx512;
 #endif
 #if defined(__aarch64__)
     case ISA_NEON: return &kernels_neon;

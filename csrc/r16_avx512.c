@@ -5,9 +5,18 @@
  * nibbles.  The block's 16 scales come with one load and scale 16 integer sums at once; results are
  * stored 16 rows at a time.  The same tile serves one token (decode) and many (prefill, 8 tokens per
  * tile with the group's weights in L2), and every (row, token) result goes through the same float
- * operations whatever the tile, so a sequence gets the same numbers alone or batched. */
+ * operations whatever the tile, so a sequence gets the same numbers alone or batched.
+ *
+ * Built twice: as is, and (R16_GFNI, from r16_avx512_gfni.c) for CPUs with GFNI, where one affine
+ * byte map brings a byte's high nibble down instead of a shift and a mask. */
 #if defined(__x86_64__) || defined(__i386__)
+#ifdef R16_GFNI
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2,gfni")
+#define R16_GROUPS r16_groups_avx512_gfni
+#else
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2")
+#define R16_GROUPS r16_groups_avx512
+#endif
 #include <immintrin.h>
 #include <string.h>
 
@@ -34,6 +43,17 @@ INLINE size_t block_bytes(int type) {
     }
 }
 
+/* Each byte's high nibble as a byte of its own (0..15). */
+INLINE __m512i high_nibbles(const __m512i v, const __m512i low4) {
+#ifdef R16_GFNI
+    (void)low4;
+    /* over GF(2), bit i of the result = bit i+4 of the byte: matrix row 7-i (byte 7-i) = 1 << (i+4) */
+    return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0);
+#else
+    return _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+#endif
+}
+
 INLINE __m512i bcast4(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, sizeof v);
@@ -52,7 +72,7 @@ INLINE void block_chunks(const int type, const uint8_t *q, __m512i w[R16_CHUNKS]
     for (int p = 0; p < R16_NIBBLE_VECTORS; p++) {
         const __m512i v = _mm512_loadu_si512(nib + p * R16_VECTOR_BYTES);
         w[p] = _mm512_and_si512(v, low4);
-        w[p + R16_NIBBLE_VECTORS] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        w[p + R16_NIBBLE_VECTORS] = high_nibbles(v, low4);
     }
     if (high) {
         /* bit c of each byte to bit 4 (16-bit shifts: bit 4 of either byte only ever comes from
@@ -202,7 +222,7 @@ INLINE void r16_tile_q6_K(const uint8_t *grp, const struct act *a, int64_t t0, c
             for (int v = 0; v < 4; v++) {
                 const __m512i q = _mm512_loadu_si512(nib + v * R16_VECTOR_BYTES);
                 w[v] = _mm512_and_si512(q, low4);
-                w[v + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+                w[v + 4] = high_nibbles(q, low4);
             }
             for (int h = 0; h < 2; h++) {
                 const __m512i hb = _mm512_loadu_si512(high + h * R16_VECTOR_BYTES);
@@ -268,7 +288,7 @@ INLINE void r16_groups_type(const int type, const struct matmul_args *m, int64_t
     }
 }
 
-void r16_groups_avx512(const struct matmul_args *m, int64_t g0, int64_t g1) {
+void R16_GROUPS(const struct matmul_args *m, int64_t g0, int64_t g1) {
     switch (m->w->type) {
     case GGML_TYPE_Q8_0: r16_groups_type(GGML_TYPE_Q8_0, m, g0, g1); break;
     case GGML_TYPE_Q4_0: r16_groups_type(GGML_TYPE_Q4_0, m, g0, g1); break;

@@ -66,6 +66,31 @@ static void check_close(const char *what, const char *isa, const float *got, con
     printf("%-7s %-28s max err %.3g of %.3g %s\n", isa, what, worst, scale, ok ? "ok" : "FAIL");
 }
 
+/* A product with weights repacked into the R16 layout by ctx, against the scalar product of the file's rows. */
+static void check_r16(const struct edgelm_ctx *scalar, const struct edgelm_ctx *ctx, const char *isa, int type,
+                      const char *type_name, int64_t k) {
+    const int64_t rows16 = 48;
+    const size_t row_bytes = (size_t)(k / ggml_block_size(type)) * ggml_type_size(type);
+    const size_t packed_row = r16_row_bytes(type, k);
+    uint8_t *src = malloc(row_bytes * rows16), *packed = malloc(packed_row * rows16);
+    fill_weights(type, src, rows16, k);
+    const struct qmatrix wf = {src, type, rows16, k, row_bytes, LAYOUT_ROWS};
+    const struct qmatrix wp = {packed, type, rows16, k, packed_row, LAYOUT_R16};
+    edgelm_repack_r16(ctx, type, src, packed, rows16, k, 0, rows16 / R16_ROWS);
+    for (int64_t n_tok = 1; n_tok <= 21; n_tok += 10) {
+        float *x = malloc(sizeof(float) * n_tok * k), *y = malloc(sizeof(float) * n_tok * rows16),
+              *ref = malloc(sizeof(float) * n_tok * rows16);
+        for (int64_t i = 0; i < n_tok * k; i++) x[i] = next_normal();
+        edgelm_matmul(scalar, &wf, x, n_tok, ref);
+        edgelm_matmul(ctx, &wp, x, n_tok, y);
+        char what[64];
+        snprintf(what, sizeof what, "matmul R16 %s T=%lld", type_name, (long long)n_tok);
+        check_close(what, isa, y, ref, n_tok * rows16, 2e-5f);
+        free(x), free(y), free(ref);
+    }
+    free(src), free(packed);
+}
+
 int main(void) {
     static const int types[] = {GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
                                 GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K,
@@ -97,27 +122,7 @@ int main(void) {
             }
             free(data);
             /* the same product with the weights repacked, where this ISA reads the R16 layout */
-            if (kt->r16[type]) {
-                const int64_t rows16 = 48;
-                const size_t packed_row = r16_row_bytes(type, k);
-                uint8_t *src = malloc(row_bytes * rows16), *packed = malloc(packed_row * rows16);
-                fill_weights(type, src, rows16, k);
-                const struct qmatrix wf = {src, type, rows16, k, row_bytes, LAYOUT_ROWS};
-                const struct qmatrix wp = {packed, type, rows16, k, packed_row, LAYOUT_R16};
-                edgelm_repack_r16(&ctx, type, src, packed, rows16, k, 0, rows16 / R16_ROWS);
-                for (int64_t n_tok = 1; n_tok <= 21; n_tok += 10) {
-                    float *x = malloc(sizeof(float) * n_tok * k), *y = malloc(sizeof(float) * n_tok * rows16),
-                          *ref = malloc(sizeof(float) * n_tok * rows16);
-                    for (int64_t i = 0; i < n_tok * k; i++) x[i] = next_normal();
-                    edgelm_matmul(&scalar, &wf, x, n_tok, ref);
-                    edgelm_matmul(&ctx, &wp, x, n_tok, y);
-                    char what[64];
-                    snprintf(what, sizeof what, "matmul R16 %s T=%lld", type_names[ti], (long long)n_tok);
-                    check_close(what, isa_names[isa], y, ref, n_tok * rows16, 2e-5f);
-                    free(x), free(y), free(ref);
-                }
-                free(src), free(packed);
-            }
+            if (kt->r16[type]) check_r16(&scalar, &ctx, isa_names[isa], type, type_names[ti], k);
         }
         /* unary ops and RMSNorm */
         enum { N = 1003 };
@@ -161,6 +166,15 @@ int main(void) {
         check_close("attention decode", isa_names[isa], outd, outd_ref, HD * D, 2e-3f);
         pool_destroy(ctx.pool);
     }
+#if defined(__x86_64__) || defined(__i386__)
+    /* the plain AVX-512 products, which a CPU with GFNI passes over for their GFNI build */
+    if (isa_supported(ISA_AVX512) && isa_has_gfni()) {
+        struct edgelm_ctx plain = {&kernels_avx512, pool_create(2)};
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            if (kernels_avx512.r16[types[ti]]) check_r16(&scalar, &plain, "no-gfni", types[ti], type_names[ti], 512);
+        pool_destroy(plain.pool);
+    }
+#endif
     pool_destroy(scalar.pool);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures != 0;
