@@ -69,6 +69,21 @@ INLINE void block_chunks(const int type, const uint8_t *q, __m512i w[R16_CHUNKS]
     const int high = type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q5_1;
     const uint8_t *nib = q + (high ? R16_HIGH_BYTES : 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
+#ifdef R16_GFNI
+    if (high) {
+        /* bit c of each byte of h alone at bit 4 (an affine map: result bit 4 = matrix byte 3 = 1 << c),
+         * or-ed into the nibble; the low nibble's mask and that or in one op (0xEC: (a & c) | b) */
+        const __m512i h = _mm512_loadu_si512(q);
+        for (int p = 0; p < R16_NIBBLE_VECTORS; p++) {
+            const __m512i v = _mm512_loadu_si512(nib + p * R16_VECTOR_BYTES);
+            const __m512i lo = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((1LL << p) << 24), 0);
+            const __m512i hi = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((1LL << (p + 4)) << 24), 0);
+            w[p] = _mm512_ternarylogic_epi32(v, lo, low4, 0xEC);
+            w[p + R16_NIBBLE_VECTORS] = _mm512_or_si512(high_nibbles(v, low4), hi);
+        }
+        return;
+    }
+#endif
     for (int p = 0; p < R16_NIBBLE_VECTORS; p++) {
         const __m512i v = _mm512_loadu_si512(nib + p * R16_VECTOR_BYTES);
         w[p] = _mm512_and_si512(v, low4);
