@@ -234,6 +234,18 @@ INLINE void r16_tile_q6_K(const uint8_t *grp, const struct act *a, int64_t t0, c
         for (int p = 0; p < 8; p++) {
             const uint8_t *nib = qv + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
             __m512i w[R16_CHUNKS];
+#ifdef R16_GFNI
+            /* bits 2v, 2v+1 of each byte alone at bits 4, 5 (result bits 4, 5 = matrix bytes 3, 2), or-ed
+             * into the nibbles; the low nibble's mask and that or in one op (0xEC: (a & c) | b) */
+            const __m512i hb0 = _mm512_loadu_si512(high), hb1 = _mm512_loadu_si512(high + R16_VECTOR_BYTES);
+            for (int v = 0; v < 4; v++) {
+                const __m512i q = _mm512_loadu_si512(nib + v * R16_VECTOR_BYTES);
+                const __m512i top = _mm512_set1_epi64(((1LL << (2 * v)) << 24) | ((1LL << (2 * v + 1)) << 16));
+                w[v] = _mm512_ternarylogic_epi32(q, _mm512_gf2p8affine_epi64_epi8(hb0, top, 0), low4, 0xEC);
+                w[v + 4] = _mm512_or_si512(high_nibbles(q, low4), _mm512_gf2p8affine_epi64_epi8(hb1, top, 0));
+            }
+            (void)top2;
+#else
             for (int v = 0; v < 4; v++) {
                 const __m512i q = _mm512_loadu_si512(nib + v * R16_VECTOR_BYTES);
                 w[v] = _mm512_and_si512(q, low4);
@@ -247,6 +259,7 @@ INLINE void r16_tile_q6_K(const uint8_t *grp, const struct act *a, int64_t t0, c
                 w[4 * h + 2] = _mm512_ternarylogic_epi32(w[4 * h + 2], hb, top2, 0xF8);
                 w[4 * h + 3] = _mm512_ternarylogic_epi32(w[4 * h + 3], _mm512_srli_epi16(hb, 2), top2, 0xF8);
             }
+#endif
             const __m512i pair = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(scales + 32 * p)));
             const __m512i sc_a = _mm512_srai_epi32(_mm512_slli_epi32(pair, 16), 16), sc_b = _mm512_srai_epi32(pair, 16);
             for (int j = 0; j < nt; j++) {
