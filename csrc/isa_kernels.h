@@ -40,6 +40,7 @@ int gemm_avx512(struct exec *ex, const struct matmul_args *m);
 void r16_groups_avx512(const struct matmul_args *m, int64_t g0, int64_t g1);
 void r16_groups_avx512_gfni(const struct matmul_args *m, int64_t g0, int64_t g1);
 void r16_groups_avxvnni(const struct matmul_args *m, int64_t g0, int64_t g1);
+void r16_groups_avxvnni_gfni(const struct matmul_args *m, int64_t g0, int64_t g1);
 #endif
 #if defined(__aarch64__)
 DECLARE_ISA_KERNELS(neon)

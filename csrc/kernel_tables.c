@@ -28,9 +28,12 @@ const struct kernel_table kernels_avx2 = {.isa = ISA_AVX2, COMMON_ENTRIES(avx2)}
     [GGML_TYPE_Q8_0] = fn, [GGML_TYPE_Q4_0] = fn, [GGML_TYPE_Q4_1] = fn, [GGML_TYPE_Q5_0] = fn,         \
     [GGML_TYPE_Q5_1] = fn, [GGML_TYPE_Q4_K] = fn, [GGML_TYPE_Q6_K] = fn
 
-/* AVX2 where the CPU has AVX-VNNI too: the same kernels, and the R16 products in 256-bit VNNI. */
-static const struct kernel_table kernels_avx2_vnni = {
+/* AVX2 where the CPU has AVX-VNNI too: the same kernels, and the R16 products in 256-bit VNNI
+ * (built with GFNI too, for the CPUs that have it: all AVX-VNNI ones so far). */
+const struct kernel_table kernels_avx2_vnni = {
     .isa = ISA_AVX2, COMMON_ENTRIES(avx2), .r16 = {R16_TYPES(r16_groups_avxvnni)}};
+static const struct kernel_table kernels_avx2_vnni_gfni = {
+    .isa = ISA_AVX2, COMMON_ENTRIES(avx2), .r16 = {R16_TYPES(r16_groups_avxvnni_gfni)}};
 
 /* Below this many tokens the streaming kernels beat unpacking a weight panel first (measured on
  * Zen 5 with 4864 x 896 matrices: even at 8 tokens, better from 12). */
@@ -70,7 +73,9 @@ const struct kernel_table *kernels_for_isa(enum isa isa) {
     switch (isa) {
     case ISA_SCALAR: return &kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
-    case ISA_AVX2: return isa_has_avx_vnni() ? &kernels_avx2_vnni : &kernels_avx2;
+    case ISA_AVX2:
+        if (!isa_has_avx_vnni()) return &kernels_avx2;
+        return isa_has_gfni() ? &kernels_avx2_vnni_gfni : &kernels_avx2_vnni;
     case ISA_AVX512: return isa_has_gfni() ? &kernels_avx512_gfni : &kernels_avx512;
 #endif
 #if defined(__aarch64__)

@@ -103,6 +103,7 @@ extern const struct kernel_table kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
 extern const struct kernel_table kernels_avx2;
 extern const struct kernel_table kernels_avx512;
+extern const struct kernel_table kernels_avx2_vnni; /* the R16 products without GFNI */
 #endif
 #if defined(__aarch64__)
 extern const struct kernel_table kernels_neon;

@@ -4,9 +4,18 @@
  * A 64-byte R16 vector is two halves of 8 rows; a tile takes one half (8 rows, one per lane) and up
  * to four tokens, which keeps its sums in the 16 vector registers.  Per (row, token) the float
  * operations are those of the AVX-512 kernel: products agree across the two ISAs to rounding, and
- * within this one a token gets the same numbers alone or batched. */
+ * within this one a token gets the same numbers alone or batched.
+ *
+ * Built twice: as is, and (R16_GFNI, from r16_avxvnni_gfni.c) for CPUs with GFNI, where affine byte
+ * maps move nibbles and high bits into place one op at a time (a shift and a mask otherwise). */
 #if defined(__x86_64__) || defined(__i386__)
+#ifdef R16_GFNI
+#pragma GCC target("avx2,fma,f16c,avxvnni,gfni")
+#define R16_GROUPS r16_groups_avxvnni_gfni
+#else
 #pragma GCC target("avx2,fma,f16c,avxvnni")
+#define R16_GROUPS r16_groups_avxvnni
+#endif
 #include <immintrin.h>
 #include <string.h>
 
@@ -41,7 +50,38 @@ INLINE __m256i load_half(const uint8_t *vector, int h) { return _mm256_loadu_si2
 /* 8 f16 values (a half of 16) as floats. */
 INLINE __m256 half_f16(const uint8_t *p, int h) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h))); }
 
-INLINE __m256i or_bit4(__m256i w, __m256i shifted, __m256i bit4) { return _mm256_or_si256(w, _mm256_and_si256(shifted, bit4)); }
+/* Each byte's high nibble as a byte of its own (0..15). */
+INLINE __m256i high_nibbles(const __m256i v, const __m256i low4) {
+#ifdef R16_GFNI
+    (void)low4; /* over GF(2), bit i of the result = bit i+4: matrix byte 7-i = 1 << (i+4) */
+    return _mm256_gf2p8affine_epi64_epi8(v, _mm256_set1_epi64x(0x1020408000000000LL), 0);
+#else
+    return _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+#endif
+}
+
+/* Bit c of each byte of hb alone, at bit 4: the high bits of Q5 chunk c (bit4 = 0x10 in each byte). */
+INLINE __m256i q5_bit(const __m256i hb, const int c, const __m256i bit4) {
+#ifdef R16_GFNI
+    (void)bit4; /* result bit 4 = matrix byte 3 */
+    return _mm256_gf2p8affine_epi64_epi8(hb, _mm256_set1_epi64x((1LL << c) << 24), 0);
+#else
+    /* 16-bit shifts: bit 4 of either byte only ever comes from its own byte */
+    const __m256i moved = c < 4 ? _mm256_slli_epi16(hb, 4 - c) : c == 4 ? hb : _mm256_srli_epi16(hb, c - 4);
+    return _mm256_and_si256(moved, bit4);
+#endif
+}
+
+/* Bits 2s, 2s+1 of each byte of hb alone, at bits 4, 5: Q6_K's top bits of chunk s of 4 (top2 = 0x30). */
+INLINE __m256i q6_bits(const __m256i hb, const int s, const __m256i top2) {
+#ifdef R16_GFNI
+    (void)top2; /* result bits 4, 5 = matrix bytes 3, 2 */
+    return _mm256_gf2p8affine_epi64_epi8(hb, _mm256_set1_epi64x(((1LL << (2 * s)) << 24) | ((1LL << (2 * s + 1)) << 16)), 0);
+#else
+    const __m256i moved = s == 0 ? _mm256_slli_epi16(hb, 4) : s == 1 ? _mm256_slli_epi16(hb, 2) : s == 2 ? hb : _mm256_srli_epi16(hb, 2);
+    return _mm256_and_si256(moved, top2);
+#endif
+}
 
 /* The 8 chunk vectors of half h of one block, as unsigned bytes. */
 INLINE void block_chunks(const int type, const uint8_t *q, int h, __m256i w[R16_CHUNKS]) {
@@ -55,18 +95,11 @@ INLINE void block_chunks(const int type, const uint8_t *q, int h, __m256i w[R16_
     for (int p = 0; p < R16_NIBBLE_VECTORS; p++) {
         const __m256i v = load_half(nib + p * R16_VECTOR_BYTES, h);
         w[p] = _mm256_and_si256(v, low4);
-        w[p + R16_NIBBLE_VECTORS] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        w[p + R16_NIBBLE_VECTORS] = high_nibbles(v, low4);
     }
-    if (high) { /* bit c of each byte to bit 4 (see r16_avx512.c) */
+    if (high) { /* bit c of each byte to bit 4, or-ed in */
         const __m256i bit4 = _mm256_set1_epi8(0x10), hb = load_half(q, h);
-        w[0] = or_bit4(w[0], _mm256_slli_epi16(hb, 4), bit4);
-        w[1] = or_bit4(w[1], _mm256_slli_epi16(hb, 3), bit4);
-        w[2] = or_bit4(w[2], _mm256_slli_epi16(hb, 2), bit4);
-        w[3] = or_bit4(w[3], _mm256_slli_epi16(hb, 1), bit4);
-        w[4] = or_bit4(w[4], hb, bit4);
-        w[5] = or_bit4(w[5], _mm256_srli_epi16(hb, 1), bit4);
-        w[6] = or_bit4(w[6], _mm256_srli_epi16(hb, 2), bit4);
-        w[7] = or_bit4(w[7], _mm256_srli_epi16(hb, 3), bit4);
+        for (int c = 0; c < R16_CHUNKS; c++) w[c] = _mm256_or_si256(w[c], q5_bit(hb, c, bit4));
     }
 }
 
@@ -136,11 +169,11 @@ INLINE void stream_block32(const int type, const uint8_t *grp, const struct act 
                 const __m256i x_lo = bcast4(x + 4 * p), x_hi = bcast4(x + 4 * (p + R16_NIBBLE_VECTORS));
                 for (int h = 0; h < 2; h++) {
                     const __m256i v = load_half(nib + p * R16_VECTOR_BYTES, h);
-                    __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                    __m256i lo = _mm256_and_si256(v, low4), hi = high_nibbles(v, low4);
                     if (high) { /* bit p (chunk p) and bit p+4 (chunk p+4) of each byte to bit 4 */
                         const __m256i hb = load_half(q, h);
-                        lo = or_bit4(lo, _mm256_slli_epi16(hb, 4 - p), bit4);
-                        hi = p == 0 ? or_bit4(hi, hb, bit4) : or_bit4(hi, _mm256_srli_epi16(hb, p), bit4);
+                        lo = _mm256_or_si256(lo, q5_bit(hb, p, bit4));
+                        hi = _mm256_or_si256(hi, q5_bit(hb, p + 4, bit4));
                     }
                     s[h] = _mm256_dpbusd_avx_epi32(s[h], lo, x_lo);
                     s[h] = _mm256_dpbusd_avx_epi32(s[h], hi, x_hi);
@@ -190,7 +223,7 @@ INLINE void tile_q4_K(const uint8_t *grp, int h, const struct act *a, int64_t t0
             for (int v = 0; v < R16_CHUNKS; v++) {
                 const __m256i q = load_half(qs + (p * R16_CHUNKS + v) * R16_VECTOR_BYTES, h);
                 lo[v] = _mm256_and_si256(q, low4);
-                hi[v] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                hi[v] = high_nibbles(q, low4);
             }
             int64_t sl, sh;
             memcpy(&sl, scales + 2 * p * R16_ROWS + HALF_ROWS * h, sizeof sl);
@@ -234,14 +267,11 @@ INLINE void tile_q6_K(const uint8_t *grp, int h, const struct act *a, int64_t t0
             for (int v = 0; v < 4; v++) {
                 const __m256i q = load_half(nib + v * R16_VECTOR_BYTES, h);
                 w[v] = _mm256_and_si256(q, low4);
-                w[v + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                w[v + 4] = high_nibbles(q, low4);
             }
             for (int g = 0; g < 2; g++) {
                 const __m256i hb = load_half(high + g * R16_VECTOR_BYTES, h);
-                w[4 * g + 0] = or_bit4(w[4 * g + 0], _mm256_slli_epi16(hb, 4), top2);
-                w[4 * g + 1] = or_bit4(w[4 * g + 1], _mm256_slli_epi16(hb, 2), top2);
-                w[4 * g + 2] = or_bit4(w[4 * g + 2], hb, top2);
-                w[4 * g + 3] = or_bit4(w[4 * g + 3], _mm256_srli_epi16(hb, 2), top2);
+                for (int c = 0; c < 4; c++) w[4 * g + c] = _mm256_or_si256(w[4 * g + c], q6_bits(hb, c, top2));
             }
             const __m256i pair = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(scales + 32 * p + 16 * h)));
             const __m256i sc_a = _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16), sc_b = _mm256_srai_epi32(pair, 16);
@@ -268,11 +298,6 @@ INLINE void tile_q6_K(const uint8_t *grp, int h, const struct act *a, int64_t t0
     for (int j = 0; j < nt; j++) _mm256_storeu_ps(y + (t0 + j) * y_stride, acc[j]);
 }
 
-/* Q6_K's top 2 bits of chunk s (of 4) moved to bits 4, 5 (see r16_avx512.c). */
-INLINE __m256i q6_top(__m256i hb, int s) {
-    return s == 0 ? _mm256_slli_epi16(hb, 4) : s == 1 ? _mm256_slli_epi16(hb, 2) : s == 2 ? hb : _mm256_srli_epi16(hb, 2);
-}
-
 /* One token, both halves in one pass (decode), for the K-quants: the operations of tile_q4_K and
  * tile_q6_K per (row, token). */
 INLINE void stream_q4_K(const uint8_t *grp, const struct act *a, int64_t t, float *y) {
@@ -295,7 +320,7 @@ INLINE void stream_q4_K(const uint8_t *grp, const struct act *a, int64_t t, floa
                 for (int h = 0; h < 2; h++) {
                     const __m256i q = load_half(qs + (p * R16_CHUNKS + v) * R16_VECTOR_BYTES, h);
                     s_lo[h] = _mm256_dpbusd_avx_epi32(s_lo[h], _mm256_and_si256(q, low4), x_lo);
-                    s_hi[h] = _mm256_dpbusd_avx_epi32(s_hi[h], _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), x_hi);
+                    s_hi[h] = _mm256_dpbusd_avx_epi32(s_hi[h], high_nibbles(q, low4), x_hi);
                 }
             }
             const uint32_t pair = (uint16_t)(bs[4 * p] + bs[4 * p + 1]) | (uint32_t)(uint16_t)(bs[4 * p + 2] + bs[4 * p + 3]) << 16;
@@ -340,9 +365,9 @@ INLINE void stream_q6_K(const uint8_t *grp, const struct act *a, int64_t t, floa
                 const __m256i x_a = bcast4(x + 4 * v), x_b = bcast4(x + 16 + 4 * v);
                 for (int h = 0; h < 2; h++) {
                     const __m256i q = load_half(nib + v * R16_VECTOR_BYTES, h);
-                    const __m256i wa = or_bit4(_mm256_and_si256(q, low4), q6_top(load_half(high, h), v), top2);
-                    const __m256i wb = or_bit4(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                               q6_top(load_half(high + R16_VECTOR_BYTES, h), v), top2);
+                    const __m256i wa = _mm256_or_si256(_mm256_and_si256(q, low4), q6_bits(load_half(high, h), v, top2));
+                    const __m256i wb = _mm256_or_si256(high_nibbles(q, low4),
+                                                       q6_bits(load_half(high + R16_VECTOR_BYTES, h), v, top2));
                     s_a[h] = _mm256_dpbusd_avx_epi32(s_a[h], wa, x_a);
                     s_b[h] = _mm256_dpbusd_avx_epi32(s_b[h], wb, x_b);
                 }
@@ -402,7 +427,7 @@ INLINE void groups_type(const int type, const struct matmul_args *m, int64_t g0,
     }
 }
 
-void r16_groups_avxvnni(const struct matmul_args *m, int64_t g0, int64_t g1) {
+void R16_GROUPS(const struct matmul_args *m, int64_t g0, int64_t g1) {
     switch (m->w->type) {
     case GGML_TYPE_Q8_0: groups_type(GGML_TYPE_Q8_0, m, g0, g1); break;
     case GGML_TYPE_Q4_0: groups_type(GGML_TYPE_Q4_0, m, g0, g1); break;

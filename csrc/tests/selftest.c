@@ -174,6 +174,13 @@ int main(void) {
             if (kernels_avx512.r16[types[ti]]) check_r16(&scalar, &plain, "no-gfni", types[ti], type_names[ti], 512);
         pool_destroy(plain.pool);
     }
+    /* likewise the AVX-VNNI products without GFNI */
+    if (isa_supported(ISA_AVX2) && isa_has_avx_vnni() && isa_has_gfni()) {
+        struct edgelm_ctx plain = {&kernels_avx2_vnni, pool_create(2)};
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            if (kernels_avx2_vnni.r16[types[ti]]) check_r16(&scalar, &plain, "vnni256", types[ti], type_names[ti], 512);
+        pool_destroy(plain.pool);
+    }
 #endif
     pool_destroy(scalar.pool);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
