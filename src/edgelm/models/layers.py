@@ -77,18 +77,13 @@ def attention(
     """
     t = x.shape[0]
     q, k, v = ops.qkv(x, w.qkv, positions, rope, n_heads, n_kv_heads, eps, norm)
-    cache = segments[0][2] if len(segments) == 1 and segments[0][:2] == (0, t) else None
-    start = cache.claim(positions) if cache is not None else None
-    if cache is not None and start is not None:  # one sequence, written into its cache by the kernel
-        n = cache.n_tokens
-        out = ops.attention_cached(
-            q, k, v, cache.k, cache.v, cache.pos[:n], start, positions, q_scale, window
-        )
-    elif cache is not None:
-        keys, values, key_pos = cache.append(k, v, positions)
-        out = ops.attention(q, keys, values, positions, key_pos, q_scale, window)  # (T, H, Dv)
-    else:
-        out = np.empty((t, n_heads, v.shape[-1]), np.float32)
+    one = segments[0][2] if len(segments) == 1 and segments[0][:2] == (0, t) else None
+    start = one.claim(positions) if one is not None else None
+    if one is not None and start is not None:  # one sequence, written into its cache by the kernel
+        n = one.n_tokens
+        out = ops.attention_cached(q, k, v, one.k, one.v, one.pos[:n], start, positions, q_scale, window)
+    else:  # per sequence, each through its cache's `append`
+        out = np.empty((t, n_heads, v.shape[-1]), np.float32)  # (T, H, Dv)
         for start, end, cache in segments:
             pos = positions[start:end]
             keys, values, key_pos = cache.append(k[start:end], v[start:end], pos)

@@ -74,16 +74,13 @@ class ContiguousCache:
     def append(
         self, k: np.ndarray, v: np.ndarray, positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        start, end = self.n_tokens, self.n_tokens + len(k)
-        if end > len(self.k):
-            raise ContextFullError(f"context is full: {end} tokens do not fit in a context of {len(self.k)}")
+        start = self.claim(positions)
+        end = self.n_tokens
         self.k[start:end] = k
         self.v[start:end] = v
-        self.pos[start:end] = positions
-        self.n_tokens = end
         return self.k[:end], self.v[:end], self.pos[:end]
 
-    def claim(self, positions: np.ndarray) -> int | None:
+    def claim(self, positions: np.ndarray) -> int:
         start, end = self.n_tokens, self.n_tokens + len(positions)
         if end > len(self.k):
             raise ContextFullError(f"context is full: {end} tokens do not fit in a context of {len(self.k)}")
