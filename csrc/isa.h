@@ -22,7 +22,7 @@ bool isa_supported(enum isa isa);
 
 /* x86: whether the CPU has AVX-VNNI (VEX-encoded VNNI: Alder Lake, Gracemont and later). */
 bool isa_has_avx_vnni(void);
-/* Whether the CPU has GFNI (Galois-field byte maps), which the AVX-512 products use where present. */
+/* x86: whether the CPU has GFNI (Galois-field byte maps), which the R16 products use where present. */
 bool isa_has_gfni(void);
 
 /* The fastest supported ISA. */

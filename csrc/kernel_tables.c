@@ -30,10 +30,9 @@ const struct kernel_table kernels_avx2 = {.isa = ISA_AVX2, COMMON_ENTRIES(avx2)}
 
 /* AVX2 where the CPU has AVX-VNNI too: the same kernels, and the R16 products in 256-bit VNNI
  * (built with GFNI too, for the CPUs that have it: all AVX-VNNI ones so far). */
-const struct kernel_table kernels_avx2_vnni = {
-    .isa = ISA_AVX2, COMMON_ENTRIES(avx2), .r16 = {R16_TYPES(r16_groups_avxvnni)}};
-static const struct kernel_table kernels_avx2_vnni_gfni = {
-    .isa = ISA_AVX2, COMMON_ENTRIES(avx2), .r16 = {R16_TYPES(r16_groups_avxvnni_gfni)}};
+#define AVX2_VNNI_TABLE(r16_fn) {.isa = ISA_AVX2, COMMON_ENTRIES(avx2), .r16 = {R16_TYPES(r16_fn)}}
+const struct kernel_table kernels_avx2_vnni = AVX2_VNNI_TABLE(r16_groups_avxvnni);
+static const struct kernel_table kernels_avx2_vnni_gfni = AVX2_VNNI_TABLE(r16_groups_avxvnni_gfni);
 
 /* Below this many tokens the streaming kernels beat unpacking a weight panel first (measured on
  * Zen 5 with 4864 x 896 matrices: even at 8 tokens, better from 12). */
@@ -41,27 +40,19 @@ static const struct kernel_table kernels_avx2_vnni_gfni = {
 
 /* The K-quants stay on their streaming kernels at any token count: those fold the sub-block scales
  * into integer multiply-adds, which beats the panel's float scaling. */
-#define AVX512_GEMM_TYPES                                                                               \
-    [GGML_TYPE_Q8_0] = gemm_avx512, [GGML_TYPE_Q4_0] = gemm_avx512, [GGML_TYPE_Q4_1] = gemm_avx512,      \
-    [GGML_TYPE_Q5_0] = gemm_avx512, [GGML_TYPE_Q5_1] = gemm_avx512
+#define AVX512_TABLE(r16_fn)                                                                            \
+    {                                                                                                   \
+        .isa = ISA_AVX512, COMMON_ENTRIES(avx512),                                                      \
+        .gemm = {[GGML_TYPE_Q8_0] = gemm_avx512, [GGML_TYPE_Q4_0] = gemm_avx512,                        \
+                 [GGML_TYPE_Q4_1] = gemm_avx512, [GGML_TYPE_Q5_0] = gemm_avx512,                        \
+                 [GGML_TYPE_Q5_1] = gemm_avx512},                                                       \
+        .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS, .r16 = {R16_TYPES(r16_fn)},                          \
+    }
 
-const struct kernel_table kernels_avx512 = {
-    .isa = ISA_AVX512,
-    COMMON_ENTRIES(avx512),
-    .gemm = {AVX512_GEMM_TYPES},
-    .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS,
-    .r16 = {R16_TYPES(r16_groups_avx512)},
-};
-
+const struct kernel_table kernels_avx512 = AVX512_TABLE(r16_groups_avx512);
 /* AVX-512 where the CPU has GFNI too: the R16 products unpack nibbles with one op fewer (Q5_0 of a
  * Qwen2.5-0.5B decode step ~7% faster, measured on Sapphire Rapids). */
-static const struct kernel_table kernels_avx512_gfni = {
-    .isa = ISA_AVX512,
-    COMMON_ENTRIES(avx512),
-    .gemm = {AVX512_GEMM_TYPES},
-    .gemm_min_tokens = AVX512_GEMM_MIN_TOKENS,
-    .r16 = {R16_TYPES(r16_groups_avx512_gfni)},
-};
+static const struct kernel_table kernels_avx512_gfni = AVX512_TABLE(r16_groups_avx512_gfni);
 #endif
 
 #if defined(__aarch64__)

@@ -148,7 +148,6 @@ static int quantize_activations(struct exec *ex, const struct kernel_table *kt, 
 #define SHARED_MAX 4
 
 struct r16_shared_task {
-    int n;
     struct matmul_args m[SHARED_MAX];
     r16_groups_fn fn[SHARED_MAX];
     long long per[SHARED_MAX], n_groups[SHARED_MAX], first_chunk[SHARED_MAX + 1];
@@ -166,7 +165,7 @@ static void r16_shared_chunk(void *ctx, long long chunk, int ith) {
 
 static void r16_run(struct exec *ex, const struct kernel_table *kt, const struct act *a, int n,
                     const struct qmatrix *const *ws, float *const *ys, int nth) {
-    struct r16_shared_task st = {.n = n};
+    struct r16_shared_task st;
     st.first_chunk[0] = 0;
     for (int i = 0; i < n; i++) {
         const struct qmatrix *w = ws[i];

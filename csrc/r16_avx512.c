@@ -47,8 +47,7 @@ INLINE size_t block_bytes(int type) {
 INLINE __m512i high_nibbles(const __m512i v, const __m512i low4) {
 #ifdef R16_GFNI
     (void)low4;
-    /* over GF(2), bit i of the result = bit i+4 of the byte: matrix row 7-i (byte 7-i) = 1 << (i+4) */
-    return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0);
+    return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(R16_GF2_NIBBLE_DOWN), 0);
 #else
     return _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
 #endif
@@ -71,13 +70,13 @@ INLINE void block_chunks(const int type, const uint8_t *q, __m512i w[R16_CHUNKS]
     const __m512i low4 = _mm512_set1_epi8(0x0F);
 #ifdef R16_GFNI
     if (high) {
-        /* bit c of each byte of h alone at bit 4 (an affine map: result bit 4 = matrix byte 3 = 1 << c),
-         * or-ed into the nibble; the low nibble's mask and that or in one op (0xEC: (a & c) | b) */
+        /* bit c of each byte of h alone at bit 4, or-ed into the nibble; the low nibble's mask and that
+         * or in one op (0xEC: (a & c) | b) */
         const __m512i h = _mm512_loadu_si512(q);
         for (int p = 0; p < R16_NIBBLE_VECTORS; p++) {
             const __m512i v = _mm512_loadu_si512(nib + p * R16_VECTOR_BYTES);
-            const __m512i lo = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((1LL << p) << 24), 0);
-            const __m512i hi = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((1LL << (p + 4)) << 24), 0);
+            const __m512i lo = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64(R16_GF2_BIT_TO_4(p)), 0);
+            const __m512i hi = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64(R16_GF2_BIT_TO_4(p + 4)), 0);
             w[p] = _mm512_ternarylogic_epi32(v, lo, low4, 0xEC);
             w[p + R16_NIBBLE_VECTORS] = _mm512_or_si512(high_nibbles(v, low4), hi);
         }
@@ -235,12 +234,12 @@ INLINE void r16_tile_q6_K(const uint8_t *grp, const struct act *a, int64_t t0, c
             const uint8_t *nib = qv + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
             __m512i w[R16_CHUNKS];
 #ifdef R16_GFNI
-            /* bits 2v, 2v+1 of each byte alone at bits 4, 5 (result bits 4, 5 = matrix bytes 3, 2), or-ed
-             * into the nibbles; the low nibble's mask and that or in one op (0xEC: (a & c) | b) */
+            /* bits 2v, 2v+1 of each byte alone at bits 4, 5, or-ed into the nibbles; the low nibble's mask
+             * and that or in one op (0xEC: (a & c) | b) */
             const __m512i hb0 = _mm512_loadu_si512(high), hb1 = _mm512_loadu_si512(high + R16_VECTOR_BYTES);
             for (int v = 0; v < 4; v++) {
                 const __m512i q = _mm512_loadu_si512(nib + v * R16_VECTOR_BYTES);
-                const __m512i top = _mm512_set1_epi64(((1LL << (2 * v)) << 24) | ((1LL << (2 * v + 1)) << 16));
+                const __m512i top = _mm512_set1_epi64(R16_GF2_BITS_TO_45(v));
                 w[v] = _mm512_ternarylogic_epi32(q, _mm512_gf2p8affine_epi64_epi8(hb0, top, 0), low4, 0xEC);
                 w[v + 4] = _mm512_or_si512(high_nibbles(q, low4), _mm512_gf2p8affine_epi64_epi8(hb1, top, 0));
             }

@@ -53,8 +53,8 @@ INLINE __m256 half_f16(const uint8_t *p, int h) { return _mm256_cvtph_ps(_mm_loa
 /* Each byte's high nibble as a byte of its own (0..15). */
 INLINE __m256i high_nibbles(const __m256i v, const __m256i low4) {
 #ifdef R16_GFNI
-    (void)low4; /* over GF(2), bit i of the result = bit i+4: matrix byte 7-i = 1 << (i+4) */
-    return _mm256_gf2p8affine_epi64_epi8(v, _mm256_set1_epi64x(0x1020408000000000LL), 0);
+    (void)low4;
+    return _mm256_gf2p8affine_epi64_epi8(v, _mm256_set1_epi64x(R16_GF2_NIBBLE_DOWN), 0);
 #else
     return _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
 #endif
@@ -63,8 +63,8 @@ INLINE __m256i high_nibbles(const __m256i v, const __m256i low4) {
 /* Bit c of each byte of hb alone, at bit 4: the high bits of Q5 chunk c (bit4 = 0x10 in each byte). */
 INLINE __m256i q5_bit(const __m256i hb, const int c, const __m256i bit4) {
 #ifdef R16_GFNI
-    (void)bit4; /* result bit 4 = matrix byte 3 */
-    return _mm256_gf2p8affine_epi64_epi8(hb, _mm256_set1_epi64x((1LL << c) << 24), 0);
+    (void)bit4;
+    return _mm256_gf2p8affine_epi64_epi8(hb, _mm256_set1_epi64x(R16_GF2_BIT_TO_4(c)), 0);
 #else
     /* 16-bit shifts: bit 4 of either byte only ever comes from its own byte */
     const __m256i moved = c < 4 ? _mm256_slli_epi16(hb, 4 - c) : c == 4 ? hb : _mm256_srli_epi16(hb, c - 4);
@@ -75,8 +75,8 @@ INLINE __m256i q5_bit(const __m256i hb, const int c, const __m256i bit4) {
 /* Bits 2s, 2s+1 of each byte of hb alone, at bits 4, 5: Q6_K's top bits of chunk s of 4 (top2 = 0x30). */
 INLINE __m256i q6_bits(const __m256i hb, const int s, const __m256i top2) {
 #ifdef R16_GFNI
-    (void)top2; /* result bits 4, 5 = matrix bytes 3, 2 */
-    return _mm256_gf2p8affine_epi64_epi8(hb, _mm256_set1_epi64x(((1LL << (2 * s)) << 24) | ((1LL << (2 * s + 1)) << 16)), 0);
+    (void)top2;
+    return _mm256_gf2p8affine_epi64_epi8(hb, _mm256_set1_epi64x(R16_GF2_BITS_TO_45(s)), 0);
 #else
     const __m256i moved = s == 0 ? _mm256_slli_epi16(hb, 4) : s == 1 ? _mm256_slli_epi16(hb, 2) : s == 2 ? hb : _mm256_srli_epi16(hb, 2);
     return _mm256_and_si256(moved, top2);

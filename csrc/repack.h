@@ -36,6 +36,15 @@
 #define R16_NIBBLE_VECTORS 4
 #define R16_HIGH_BYTES R16_VECTOR_BYTES /* Q5_x: the high bits of a block's 16 rows */
 
+/* GF(2) affine byte maps (GFNI's gf2p8affine, one 64-bit matrix per byte lane) that the products use to
+ * move bits into place: bit i of a result byte is the parity of (matrix byte 7-i & the source byte).
+ *   R16_GF2_NIBBLE_DOWN       the high nibble down to bits 0-3 (result bit i <- bit i+4)
+ *   R16_GF2_BIT_TO_4(c)       bit c alone, at bit 4 (a Q5 high bit next to its nibble)
+ *   R16_GF2_BITS_TO_45(s)     bits 2s, 2s+1 alone, at bits 4, 5 (Q6_K's top bits next to their nibble) */
+#define R16_GF2_NIBBLE_DOWN 0x1020408000000000LL
+#define R16_GF2_BIT_TO_4(c) ((1LL << (c)) << 24)
+#define R16_GF2_BITS_TO_45(s) (((1LL << (2 * (s))) << 24) | ((1LL << (2 * (s) + 1)) << 16))
+
 #define R16_Q4_K_BYTES (2 * 32 + 8 * 16 + 4 * 32 + 4 * 8 * R16_VECTOR_BYTES)
 #define R16_Q6_K_BYTES (32 + 8 * 32 + 8 * 6 * R16_VECTOR_BYTES)
 

@@ -167,19 +167,19 @@ int main(void) {
         pool_destroy(ctx.pool);
     }
 #if defined(__x86_64__) || defined(__i386__)
-    /* the plain AVX-512 products, which a CPU with GFNI passes over for their GFNI build */
-    if (isa_supported(ISA_AVX512) && isa_has_gfni()) {
-        struct edgelm_ctx plain = {&kernels_avx512, pool_create(2)};
+    /* the products without GFNI, which a CPU with GFNI passes over for their GFNI builds */
+    const struct {
+        const struct kernel_table *kt;
+        const char *name;
+        int runs;
+    } plain[] = {{&kernels_avx512, "no-gfni", isa_supported(ISA_AVX512)},
+                 {&kernels_avx2_vnni, "vnni256", isa_supported(ISA_AVX2) && isa_has_avx_vnni()}};
+    for (size_t p = 0; p < sizeof plain / sizeof plain[0]; p++) {
+        if (!plain[p].runs || !isa_has_gfni()) continue;
+        struct edgelm_ctx ctx = {plain[p].kt, pool_create(2)};
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            if (kernels_avx512.r16[types[ti]]) check_r16(&scalar, &plain, "no-gfni", types[ti], type_names[ti], 512);
-        pool_destroy(plain.pool);
-    }
-    /* likewise the AVX-VNNI products without GFNI */
-    if (isa_supported(ISA_AVX2) && isa_has_avx_vnni() && isa_has_gfni()) {
-        struct edgelm_ctx plain = {&kernels_avx2_vnni, pool_create(2)};
-        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            if (kernels_avx2_vnni.r16[types[ti]]) check_r16(&scalar, &plain, "vnni256", types[ti], type_names[ti], 512);
-        pool_destroy(plain.pool);
+            if (plain[p].kt->r16[types[ti]]) check_r16(&scalar, &ctx, plain[p].name, types[ti], type_names[ti], 512);
+        pool_destroy(ctx.pool);
     }
 #endif
     pool_destroy(scalar.pool);
