@@ -63,3 +63,36 @@ int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const s
     free(g);
     return err;
 }
+
+static void add_into(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+int edgelm_block(const struct edgelm_ctx *ctx, const struct block_plan *p, float *x, int64_t n_tok,
+                 const int64_t *positions, uint16_t *k_cache, uint16_t *v_cache, const int64_t *key_pos,
+                 int64_t n_keys, int64_t start) {
+    const int64_t e = p->wq.k, h = p->qkv.n_heads, kvh = p->qkv.n_kv_heads;
+    const int64_t d = p->qkv.head_dim, dv = p->qkv.head_dim_v;
+    if (p->wo.n_rows != e || p->wo.k != h * dv || p->gate.k != e || p->down.n_rows != e) return EINVAL;
+    /* q, k, v, the attention's output, then the block's two outputs (one buffer: one call's scratch) */
+    const int64_t nq = n_tok * h * d, nk = n_tok * kvh * d, nv = n_tok * kvh * dv, na = n_tok * h * dv;
+    float *q = malloc((size_t)(nq + nk + nv + na + n_tok * e) * sizeof(float));
+    if (!q) return ENOMEM;
+    float *k = q + nq, *v = k + nk, *att = v + nv, *y = att + na;
+    struct qkv_args a = p->qkv;
+    a.wq = &p->wq, a.wk = &p->wk, a.wv = &p->wv, a.positions = positions, a.q = q, a.k = k, a.v = v;
+    int err = edgelm_qkv(ctx, &a, x, n_tok);
+    if (!err) {
+        const struct attention_args at = {q, k_cache, v_cache, positions, key_pos, att, n_tok, n_keys, h, kvh, d, dv,
+                                          p->q_scale, p->window};
+        err = edgelm_attention_cached(ctx, &at, k, v, start);
+    }
+    if (!err) err = edgelm_matmul(ctx, &p->wo, att, n_tok, y);
+    if (!err) {
+        add_into(x, y, n_tok * e);
+        err = edgelm_ffn(ctx, &p->gate, &p->up, &p->down, x, n_tok, p->ffn_norm, p->qkv.eps, p->gelu, y);
+    }
+    if (!err) add_into(x, y, n_tok * e);
+    free(q);
+    return err;
+}

@@ -98,6 +98,26 @@ int edgelm_ffn(const struct edgelm_ctx *ctx, const struct qmatrix *gate, const s
                const struct qmatrix *down, const float *x, int64_t n_tok, const float *norm, float eps, int gelu,
                float *y);
 
+/* A pre-norm decoder block with everything but its input fixed: x + attn(norm(x)), then
+ * + ffn(norm(.)), with q/k/v as edgelm_qkv makes them (qkv.wq, .wk, .wv, .positions, .q, .k, .v are
+ * set per call: the matrices are the plan's own). */
+struct block_plan {
+    struct qmatrix wq, wk, wv, wo, gate, up, down;
+    struct qkv_args qkv; /* the input norm, biases, per-head norms, RoPE, heads, eps */
+    const float *ffn_norm;
+    float q_scale;
+    int64_t window;
+    int gelu;
+};
+
+/* x (T, E), one sequence's rows at `positions`, through the block in place: its keys and values are
+ * stored at rows [start, start + T) of the f16 caches, and attention reads their first n_keys rows
+ * (positions key_pos).  The numbers are those of edgelm_qkv, edgelm_attention_cached, edgelm_matmul
+ * and edgelm_ffn called one by one with the residual sums between them. */
+int edgelm_block(const struct edgelm_ctx *ctx, const struct block_plan *p, float *x, int64_t n_tok,
+                 const int64_t *positions, uint16_t *k_cache, uint16_t *v_cache, const int64_t *key_pos,
+                 int64_t n_keys, int64_t start);
+
 /* Read n bytes with every thread and return their sum: the memory bandwidth a streaming kernel can
  * reach, for benchmarks to compare against. */
 uint64_t edgelm_stream_read(const struct edgelm_ctx *ctx, const uint8_t *data, int64_t n);

@@ -361,6 +361,8 @@ static PyObject *Kernels_stream_read(KernelsObject *self, PyObject *const *args,
 static PyMethodDef Kernels_methods[] = {
     {"qkv", (PyCFunction)(void (*)(void))Kernels_qkv, METH_FASTCALL, qkv_doc},
     {"ffn", (PyCFunction)(void (*)(void))Kernels_ffn, METH_FASTCALL, ffn_doc},
+    {"block_plan", (PyCFunction)(void (*)(void))Kernels_block_plan, METH_FASTCALL, block_plan_doc},
+    {"block", (PyCFunction)(void (*)(void))Kernels_block, METH_FASTCALL, block_doc},
     {"r16_row_bytes", (PyCFunction)(void (*)(void))Kernels_r16_row_bytes, METH_FASTCALL, r16_row_bytes_doc},
     {"repack_r16", (PyCFunction)(void (*)(void))Kernels_repack_r16, METH_FASTCALL, repack_r16_doc},
     {"r16_supported", (PyCFunction)(void (*)(void))Kernels_r16_supported, METH_FASTCALL, r16_supported_doc},

@@ -82,3 +82,46 @@ int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w, int l
     return 0;
 }
 
+/* ---- buffers taken as a list, released together ----------------------------------------------------- */
+
+void release_buffers(struct buffers *bs) {
+    for (int i = 0; i < bs->n; i++) PyBuffer_Release(&bs->views[i]);
+    bs->n = 0;
+}
+
+int take(struct buffers *bs, PyObject *obj, Py_ssize_t itemsize, int writable, long long want, int optional,
+         const char *name, void **out) {
+    *out = NULL;
+    if (optional && obj == Py_None) return 0;
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    Py_buffer *view = &bs->views[bs->n];
+    if (get_buffer(obj, view, itemsize, writable, name)) return -1;
+    bs->n++;
+    if (check_items(view, want, name)) return -1;
+    *out = view->buf;
+    return 0;
+}
+
+int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char *name) {
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 5) {
+        PyErr_Format(PyExc_TypeError, "%s: expected (buffer, type, n_rows, k, layout)", name);
+        return -1;
+    }
+    PyObject *const *items = &PyTuple_GET_ITEM(obj, 0);
+    long long layout;
+    if (get_ll(items[4], &layout, "layout")) return -1;
+    if (layout != LAYOUT_ROWS && layout != LAYOUT_R16) {
+        PyErr_Format(PyExc_ValueError, "%s: unknown weight layout %lld", name, layout);
+        return -1;
+    }
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    if (get_qmatrix(items, &bs->views[bs->n], w, (int)layout)) return -1;
+    bs->n++;
+    return 0;
+}

@@ -26,6 +26,20 @@ PyObject *raise_errno(int err);
 /* A weight matrix from (buffer, type, n_rows, k) in `layout`, its byte count checked. */
 int get_qmatrix(PyObject *const *args, Py_buffer *view, struct qmatrix *w, int layout);
 
+/* Buffers taken for one call (or held by an object), released together. */
+#define MAX_BUFFERS 16
+struct buffers {
+    Py_buffer views[MAX_BUFFERS];
+    int n;
+};
+void release_buffers(struct buffers *bs);
+/* The data of a float32 (or `itemsize`) buffer of exactly `want` items, kept in bs; NULL for None when
+ * optional.  -1 with an exception set on failure. */
+int take(struct buffers *bs, PyObject *obj, Py_ssize_t itemsize, int writable, long long want, int optional,
+         const char *name, void **out);
+/* A weight (buffer, type, n_rows, k, layout) tuple as a qmatrix, its buffer kept in bs. */
+int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char *name);
+
 /* A method's docstring, defined where the method is. */
 #define MODULE_DOC(name, text) const char name[] = text
 
@@ -39,5 +53,10 @@ PyObject *Kernels_r16_row_bytes(KernelsObject *self, PyObject *const *args, Py_s
 PyObject *Kernels_attention_cached(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
 extern const char read_rows_doc[], qkv_doc[], ffn_doc[], r16_supported_doc[], repack_r16_doc[], r16_row_bytes_doc[],
     attention_cached_doc[];
+
+/* module_plan.c */
+PyObject *Kernels_block_plan(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Kernels_block(KernelsObject *self, PyObject *const *args, Py_ssize_t nargs);
+extern const char block_plan_doc[], block_doc[];
 
 #endif

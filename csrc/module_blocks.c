@@ -53,58 +53,6 @@ PyObject *Kernels_read_rows(KernelsObject *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-/* ---- composite ops: buffers taken as a list, released together ------------------------------------- */
-
-#define MAX_BUFFERS 16
-struct buffers {
-    Py_buffer views[MAX_BUFFERS];
-    int n;
-};
-
-static void release_buffers(struct buffers *bs) {
-    for (int i = 0; i < bs->n; i++) PyBuffer_Release(&bs->views[i]);
-    bs->n = 0;
-}
-
-/* The data of a float32 (or `itemsize`) buffer of exactly `want` items; NULL for None when optional. */
-static int take(struct buffers *bs, PyObject *obj, Py_ssize_t itemsize, int writable, long long want, int optional,
-                const char *name, void **out) {
-    *out = NULL;
-    if (optional && obj == Py_None) return 0;
-    if (bs->n >= MAX_BUFFERS) {
-        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
-        return -1;
-    }
-    Py_buffer *view = &bs->views[bs->n];
-    if (get_buffer(obj, view, itemsize, writable, name)) return -1;
-    bs->n++;
-    if (check_items(view, want, name)) return -1;
-    *out = view->buf;
-    return 0;
-}
-
-/* A weight (buffer, type, n_rows, k, layout) tuple as a qmatrix. */
-static int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char *name) {
-    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 5) {
-        PyErr_Format(PyExc_TypeError, "%s: expected (buffer, type, n_rows, k, layout)", name);
-        return -1;
-    }
-    PyObject *const *items = &PyTuple_GET_ITEM(obj, 0);
-    long long layout;
-    if (get_ll(items[4], &layout, "layout")) return -1;
-    if (layout != LAYOUT_ROWS && layout != LAYOUT_R16) {
-        PyErr_Format(PyExc_ValueError, "%s: unknown weight layout %lld", name, layout);
-        return -1;
-    }
-    if (bs->n >= MAX_BUFFERS) {
-        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
-        return -1;
-    }
-    if (get_qmatrix(items, &bs->views[bs->n], w, (int)layout)) return -1;
-    bs->n++;
-    return 0;
-}
-
 MODULE_DOC(qkv_doc, "qkv(x, wq, wk, wv, bq, bk, bv, q_norm, k_norm, eps, positions, rope_dim, base, freq_scale, "
                       "factors, neox, n_heads, n_kv_heads, head_dim, head_dim_v, q, k, v, norm)\n--\n\n"
                       "q, k, v of a block (input RMSNorm, projections, biases, per-head norms, RoPE); weights as "

@@ -1,4 +1,4 @@
-"""Block pieces in one native call (`Ops.qkv`, `Ops.ffn`) against their compositions of primitives:
+"""Block pieces in one native call (`Ops.qkv`, `Ops.ffn`, `Ops.block`) against their compositions:
 the same numbers bit for bit on the native backends, and within the matmul bounds of the reference."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ pytest.importorskip("edgelm._native")
 
 from edgelm.gguf.constants import GGMLType
 from edgelm.kernels import composite
-from edgelm.kernels.composite import QKVWeights, Rope
+from edgelm.kernels.composite import DecoderBlock, QKVWeights, Rope
 from edgelm.kernels.native import NativeOps, available_isas
 from edgelm.kernels.ops import REFERENCE
 from test_native_kernels import random_activations, random_weights
@@ -165,3 +165,93 @@ def test_attention_into_the_cache_is_the_composition(ops: NativeOps, n_tok: int)
     np.testing.assert_array_equal(fused, composed)
     with pytest.raises(ValueError, match="past"):
         ops.attention_cached(q, k, v, caches[0], caches[1], pos[: 12 + n_tok - 1], 12, q_pos, 0.125, 0)
+
+
+def _block(rng: np.random.Generator, ops: NativeOps, types: tuple, qwen: bool, window: int, gelu: bool):
+    """A block of width 256 (4 heads over 2 kv heads of 64, FFN 512) with weights of `types` (q/k/v and
+    out, gate/up, down); Qwen-style biases and per-head norms when asked."""
+    dim, heads, kv_heads, d, width = 256, 4, 2, 64, 512
+    shapes = [(heads * d, dim), (kv_heads * d, dim), (kv_heads * d, dim), (dim, heads * d)]
+    shapes += [(width, dim), (width, dim), (dim, width)]
+    kinds = [types[0]] * 4 + [types[1]] * 2 + [types[2]]
+    wq, wk, wv, wo, gate, up, down = ops.prepare(
+        [random_weights(rng, t, n, k) for t, (n, k) in zip(kinds, shapes, strict=True)]
+    )
+
+    def vec(n: int, center: float) -> np.ndarray:  # norm weights near 1, biases near 0
+        return (center + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    qkv = QKVWeights(wq, wk, wv)
+    if qwen:
+        biases = (vec(w.shape[0], 0) for w in (wq, wk, wv))
+        qkv = QKVWeights(wq, wk, wv, *biases, vec(d, 1), vec(d, 1))
+    rope = Rope(d, 1e4, qwen, 1.0, rng.uniform(1.0, 3.0, d // 2).astype(np.float32) if not qwen else None)
+    a_norm, f_norm = vec(dim, 1), vec(dim, 1)
+    ffn = (gate, up, down)
+    return DecoderBlock(a_norm, qkv, wo, f_norm, *ffn, rope, heads, kv_heads, 1e-6, 0.125, window, gelu)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the reference's SiLU of large inputs
+@pytest.mark.parametrize(
+    "types",
+    [
+        (GGMLType.Q8_0, GGMLType.Q8_0, GGMLType.Q8_0),
+        (GGMLType.Q5_0, GGMLType.Q5_0, GGMLType.Q6_K),  # a Q4_K_M file's 896-wide model
+        (GGMLType.Q4_K, GGMLType.Q4_K, GGMLType.Q4_K),
+        (GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0),
+    ],
+    ids=lambda ts: "-".join(t.name for t in ts),
+)
+@pytest.mark.parametrize(
+    ("qwen", "window", "gelu"),
+    [(False, 0, False), (True, 0, False), (True, 6, True)],
+    ids=["llama", "qwen", "window-gelu"],
+)
+@pytest.mark.parametrize("n_tok", [1, 4])
+def test_block_in_one_call_is_the_composition(
+    ops: NativeOps, types: tuple, qwen: bool, window: int, gelu: bool, n_tok: int
+) -> None:
+    """A whole block in one call: the numbers of its pieces one by one (and the cache's rows too),
+    and within the matmul bounds of the NumPy reference."""
+    rng = np.random.default_rng(n_tok + window)
+    spec = _block(rng, ops, types, qwen, window, gelu)
+    plan = ops.block_plan(spec)
+    n_ctx, past = 32, 10
+    caches = [np.zeros((n_ctx, 2, 64), np.float16) for _ in range(6)]
+    history = rng.standard_normal((2, past, 2, 64)).astype(np.float16)
+    for i, c in enumerate(caches):
+        c[:past] = history[i % 2]
+    positions = np.arange(past, past + n_tok, dtype=np.int64)
+    key_pos = np.arange(past + n_tok, dtype=np.int64)
+    x = random_activations(rng, n_tok, 256)
+    fused = ops.block(plan, x.copy(), positions, caches[0], caches[1], key_pos, past)
+    composed = composite.block(ops, spec, x.copy(), positions, caches[2], caches[3], key_pos, past)
+    np.testing.assert_array_equal(fused, composed)
+    for a, b in ((caches[0], caches[2]), (caches[1], caches[3])):
+        np.testing.assert_array_equal(a.view(np.uint16), b.view(np.uint16))
+    assert not caches[0][past + n_tok :].any()  # rows past the new ones untouched
+    ref_plan = REFERENCE.block_plan(spec)
+    reference = REFERENCE.block(ref_plan, x.copy(), positions, caches[4], caches[5], key_pos, past)
+    # the block's products quantize their inputs to 8 bits: differences of a few ulps upstream move
+    # single roundings, so the block as a whole is compared in norm
+    assert np.linalg.norm(fused - reference) <= 5e-3 * np.linalg.norm(reference)
+
+
+def test_block_refuses_what_does_not_fit(ops: NativeOps) -> None:
+    rng = np.random.default_rng(5)
+    spec = _block(rng, ops, (GGMLType.Q8_0,) * 3, False, 0, False)
+    plan = ops.block_plan(spec)
+    k_cache, v_cache = np.zeros((2, 8, 2, 64), np.float16)
+    x, positions = random_activations(rng, 1, 256), np.array([3], np.int64)
+    with pytest.raises(ValueError, match="past"):  # the new row is not among the keys attended over
+        ops.block(plan, x, positions, k_cache, v_cache, np.arange(3, dtype=np.int64), 3)
+    with pytest.raises(ValueError, match="k_cache"):  # a cache smaller than the keys
+        ops.block(plan, x, positions, k_cache[:2], v_cache, np.arange(4, dtype=np.int64), 3)
+    with pytest.raises(ValueError, match="x"):  # rows of the wrong width
+        ops.block(plan, x[:, :128], positions, k_cache, v_cache, np.arange(4, dtype=np.int64), 3)
+    with pytest.raises(TypeError, match="block_plan"):  # not a plan
+        ops.block(object(), x, positions, k_cache, v_cache, np.arange(4, dtype=np.int64), 3)
+    with pytest.raises(ValueError, match="shapes"):  # down's rows are not the model's width
+        ops.block_plan(DecoderBlock(**{**spec.__dict__, "down": spec.gate}))
+    with pytest.raises(ValueError, match="attn_norm"):
+        ops.block_plan(DecoderBlock(**{**spec.__dict__, "attn_norm": np.ones(3, np.float32)}))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from edgelm.models.layers import FFN_BLOCK_MIN_ROWS
 from edgelm.models.model_file import ModelFile
 from edgelm.models.registry import build_model
 from edgelm.models.transformer import Transformer
@@ -138,3 +141,24 @@ def test_sliding_window_cache_keeps_only_the_window(tiny_model) -> None:
     # The ring holds keys out of position order, so softmax sums run in another order: last-bit
     # differences, then f16 rounding of the weights, move logits by ~1e-3 of their spread at most.
     np.testing.assert_allclose(np.concatenate(step), full, atol=5e-3 * float(full.std()), rtol=0)
+
+
+@pytest.mark.parametrize("quant", ["f32", "q4_k_m"])
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen2", "tiny-qwen3"])
+def test_whole_block_calls_equal_the_composed_layers(tiny_model, preset: str, quant: str) -> None:
+    """A sequence's steps through `Ops.block` (one call a block) give the composed layers' numbers,
+    bit for bit; past FFN_BLOCK_MIN_ROWS rows a prompt takes the composed path."""
+    m = _model(tiny_model(preset, quant))
+    assert all(layer.plan is not None for layer in m.layers)
+    composed = dataclasses.replace(m, layers=tuple(dataclasses.replace(la, plan=None) for la in m.layers))
+    tokens = _prompt(m.config.vocab_size, FFN_BLOCK_MIN_ROWS + 10, seed=6)
+    short, rest = tokens[:12], tokens[12:]
+    results = []
+    for model in (m, composed):
+        cache = model.new_cache(128)
+        out = [model.forward(np.array(short), np.arange(12), [cache])]  # fused where plans exist
+        out += [model.forward(np.array([t]), np.array([12 + i]), [cache]) for i, t in enumerate(rest[:4])]
+        long_cache = model.new_cache(128)  # more rows than one call takes: the composed path
+        out.append(model.forward(np.array(tokens), np.arange(len(tokens)), [long_cache]))
+        results.append(np.concatenate(out))
+    np.testing.assert_array_equal(results[0], results[1])

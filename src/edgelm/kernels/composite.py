@@ -1,4 +1,4 @@
-"""Pieces of a block composed from the primitive ops: what `Ops.qkv` and `Ops.ffn` compute.
+"""Pieces of a block composed from the primitive ops: what `Ops.qkv`, `Ops.ffn` and `Ops.block` compute.
 
 A backend may run a piece as one native call (edgelm.kernels.native); these compositions are the
 definition it must match, and serve every backend that has no fused version.
@@ -16,7 +16,7 @@ from edgelm.kernels.packed import Weight
 if TYPE_CHECKING:
     from edgelm.kernels.ops import Ops
 
-__all__ = ["QKVWeights", "Rope", "attention_cached", "ffn", "qkv"]
+__all__ = ["DecoderBlock", "QKVWeights", "Rope", "attention_cached", "block", "ffn", "qkv"]
 
 
 def _project(ops: Ops, x: np.ndarray, w: Weight, bias: np.ndarray | None) -> np.ndarray:
@@ -118,3 +118,43 @@ def ffn(
     act = ops.gelu_tanh_mul(g, u, out=g) if gelu else ops.silu_mul(g, u, out=g)
     del u
     return ops.matmul(act, down)
+
+
+@dataclass(frozen=True)
+class DecoderBlock:
+    """A pre-norm decoder block (Llama, Qwen2/3, SmolLM2): x + attn(norm(x)), then + ffn(norm(.))."""
+
+    attn_norm: np.ndarray  # (E,)
+    qkv: QKVWeights
+    wo: Weight
+    ffn_norm: np.ndarray  # (E,)
+    gate: Weight
+    up: Weight
+    down: Weight
+    rope: Rope
+    n_heads: int
+    n_kv_heads: int
+    eps: float  # of every RMSNorm of the block
+    q_scale: float
+    window: int  # sliding window; 0 = the whole context
+    gelu: bool  # tanh-GELU gated FFN instead of SwiGLU
+
+
+def block(
+    ops: Ops,
+    b: DecoderBlock,
+    x: np.ndarray,
+    positions: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    key_pos: np.ndarray,
+    start: int,
+) -> np.ndarray:
+    """x (T, E), one sequence's rows at `positions`, through the block: its keys and values stored at
+    rows [start, start + T) of the f16 caches, attention over their first len(key_pos) rows."""
+    q, k, v = ops.qkv(x, b.qkv, positions, b.rope, b.n_heads, b.n_kv_heads, b.eps, b.attn_norm)
+    out = ops.attention_cached(q, k, v, k_cache, v_cache, key_pos, start, positions, b.q_scale, b.window)
+    h = ops.matmul(out.reshape(x.shape[0], -1), b.wo)
+    x = np.add(x, h, out=h)
+    y = ops.ffn(x, b.gate, b.up, b.down, b.gelu, b.ffn_norm, b.eps)
+    return np.add(x, y, out=y)

@@ -16,7 +16,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 import numpy as np
 
 from edgelm.gguf.constants import GGMLType
-from edgelm.kernels.composite import QKVWeights, Rope
+from edgelm.kernels.composite import DecoderBlock, QKVWeights, Rope
 from edgelm.kernels.ops import BACKENDS, Ops
 from edgelm.kernels.packed import Layout, PackedTensor, Weight, anonymous_bytes
 from edgelm.weights.qtensor import FileRows, QTensor
@@ -262,6 +262,31 @@ class NativeOps:
         out = np.empty((*x.shape[:-1], down.shape[0]), _F32)
         self._k.ffn(x, _matrix(gate), _matrix(up), _matrix(down), bool(gelu), out, _opt(norm), float(eps))
         return out
+
+    def block_plan(self, b: DecoderBlock) -> object:
+        w, rope = b.qkv, b.rope
+        head_dim, head_dim_v = w.wq.shape[0] // b.n_heads, w.wv.shape[0] // b.n_kv_heads
+        return self._k.block_plan(
+            _matrix(w.wq), _matrix(w.wk), _matrix(w.wv), _opt(w.bq), _opt(w.bk), _opt(w.bv),
+            _opt(w.q_norm), _opt(w.k_norm), _f32(b.attn_norm), _matrix(b.wo), _f32(b.ffn_norm),
+            _matrix(b.gate), _matrix(b.up), _matrix(b.down), float(b.eps), int(rope.dim), float(rope.base),
+            float(rope.freq_scale), _opt(rope.factors), bool(rope.neox), b.n_heads, b.n_kv_heads, head_dim,
+            head_dim_v, float(b.q_scale), int(b.window), bool(b.gelu),
+        )  # fmt: skip
+
+    def block(
+        self,
+        plan: object,
+        x: np.ndarray,
+        positions: np.ndarray,
+        k_cache: np.ndarray,
+        v_cache: np.ndarray,
+        key_pos: np.ndarray,
+        start: int,
+    ) -> np.ndarray:
+        x = _f32(x)
+        self._k.block(plan, x, _i64(positions), k_cache, v_cache, _i64(key_pos), int(start))
+        return x
 
     # -- fused extras --------------------------------------------------
 

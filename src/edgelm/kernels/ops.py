@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from edgelm.kernels import composite, reference
-from edgelm.kernels.composite import QKVWeights, Rope
+from edgelm.kernels.composite import DecoderBlock, QKVWeights, Rope
 from edgelm.kernels.packed import Weight
 from edgelm.weights.qtensor import FileRows, QTensor
 
@@ -122,6 +122,24 @@ class Ops(Protocol):
         """New keys and values stored in a cache, then attention over it, as `composite.attention_cached`."""
         ...
 
+    def block_plan(self, b: DecoderBlock) -> object:
+        """`b` bound for `block`: checked, and its weights held, once at load."""
+        ...
+
+    def block(
+        self,
+        plan: object,
+        x: np.ndarray,
+        positions: np.ndarray,
+        k_cache: np.ndarray,
+        v_cache: np.ndarray,
+        key_pos: np.ndarray,
+        start: int,
+    ) -> np.ndarray:
+        """x (T, E) through the block `plan` binds, as `composite.block`; x itself may be overwritten
+        with the result."""
+        ...
+
 
 def _as_is(weights: Sequence[QTensor], release: Callable[[np.ndarray], None] | None = None) -> list[Weight]:
     return list(weights)
@@ -169,6 +187,13 @@ class _ReferenceOps:
 
     def attention_cached(self, *args: object) -> np.ndarray:
         return composite.attention_cached(self, *args)  # type: ignore[arg-type]
+
+    def block_plan(self, b: DecoderBlock) -> object:
+        return b
+
+    def block(self, plan: object, *args: object) -> np.ndarray:
+        assert isinstance(plan, DecoderBlock)
+        return composite.block(self, plan, *args)  # type: ignore[arg-type]
 
 
 REFERENCE: Ops = _ReferenceOps()

@@ -24,6 +24,7 @@ __all__ = [
     "ffn_block_rows",
     "norm",
     "residual",
+    "sole_cache",
 ]
 
 # The feed-forward of a prefill runs on blocks of rows whose (rows, FFN width) f32 intermediates take
@@ -55,6 +56,11 @@ def residual(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.add(x, y, out=y)
 
 
+def sole_cache(segments: list[tuple[int, int, LayerCache]], t: int) -> LayerCache | None:
+    """The cache of the one sequence that all t rows belong to, else None (several sequences)."""
+    return segments[0][2] if len(segments) == 1 and segments[0][:2] == (0, t) else None
+
+
 def attention(
     ops: Ops,
     x: np.ndarray,
@@ -77,7 +83,7 @@ def attention(
     """
     t = x.shape[0]
     q, k, v = ops.qkv(x, w.qkv, positions, rope, n_heads, n_kv_heads, eps, norm)
-    one = segments[0][2] if len(segments) == 1 and segments[0][:2] == (0, t) else None
+    one = sole_cache(segments, t)
     start = one.claim(positions) if one is not None else None
     if one is not None and start is not None:  # one sequence, written into its cache by the kernel
         n = one.n_tokens

@@ -6,4 +6,4 @@ from edgelm.models import llama
 from edgelm.models.transformer import Architecture
 
 # The biases are part of the attention weights; the block itself is Llama's.
-ARCH = Architecture(name="qwen2", block=llama.block, rope_neox=True)
+ARCH = Architecture(name="qwen2", block=llama.block, rope_neox=True, decoder_block=True)

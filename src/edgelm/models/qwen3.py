@@ -6,4 +6,4 @@ from edgelm.models import llama
 from edgelm.models.transformer import Architecture
 
 # q/k norms are part of the attention weights, applied by the shared attention layer.
-ARCH = Architecture(name="qwen3", block=llama.block, rope_neox=True)
+ARCH = Architecture(name="qwen3", block=llama.block, rope_neox=True, decoder_block=True)

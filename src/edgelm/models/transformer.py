@@ -17,7 +17,7 @@ import numpy as np
 
 from edgelm.errors import ModelFileError
 from edgelm.gguf.reader import file_identity
-from edgelm.kernels.composite import QKVWeights, Rope
+from edgelm.kernels.composite import DecoderBlock, QKVWeights, Rope
 from edgelm.kernels.ops import Ops, select_ops
 from edgelm.kernels.packed import Weight
 from edgelm.models.config import ModelConfig
@@ -52,6 +52,9 @@ class Layer:
     window: int  # sliding-window size; 0 = attends to the whole context
     post_attn_norm: np.ndarray | None = None
     post_ffn_norm: np.ndarray | None = None
+    # The backend's handle of the whole block (`Ops.block`), where the architecture's block is
+    # `composite.block` (see Architecture.decoder_block).
+    plan: object | None = None
 
 
 # A block: (model, layer, x (T, E), positions (T,), segments) -> x (T, E)
@@ -69,6 +72,9 @@ class Architecture:
     # Scale applied to q before q.k (1/sqrt(head_dim) unless the model says otherwise).
     q_scale: Callable[[ModelConfig], float] = lambda cfg: 1.0 / math.sqrt(cfg.head_dim)
     uses_gelu: bool = False
+    # Its block is the plain pre-norm block (composite.DecoderBlock): the backend may run one
+    # sequence's step through it in one call.
+    decoder_block: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,33 +135,41 @@ class Transformer:
                 freq_scale=1.0 if local else freq_scale,
                 factors=factors,
             )
+            attn = AttentionWeights(
+                qkv=QKVWeights(
+                    wq=matrix(b + "attn_q.weight"),
+                    wk=matrix(b + "attn_k.weight"),
+                    wv=matrix(b + "attn_v.weight"),
+                    bq=small(b + "attn_q.bias"),
+                    bk=small(b + "attn_k.bias"),
+                    bv=small(b + "attn_v.bias"),
+                    q_norm=small(b + "attn_q_norm.weight"),
+                    k_norm=small(b + "attn_k_norm.weight"),
+                ),
+                wo=matrix(b + "attn_output.weight"),
+            )
+            ffn = FFNWeights(*(matrix(f"{b}ffn_{m}.weight") for m in ("gate", "up", "down")))
+            attn_norm, ffn_norm = need(b + "attn_norm.weight"), need(b + "ffn_norm.weight")
+            window = cfg.sliding_window if local else 0
+            plan = None
+            if arch.decoder_block:
+                spec = DecoderBlock(
+                    attn_norm, attn.qkv, attn.wo, ffn_norm, ffn.gate, ffn.up, ffn.down, rope, cfg.n_heads,
+                    cfg.n_kv_heads, cfg.norm_eps, arch.q_scale(cfg), window, arch.uses_gelu,
+                )  # fmt: skip
+                plan = ops.block_plan(spec)
             layers.append(
                 Layer(
                     index=i,
-                    attn_norm=need(b + "attn_norm.weight"),
-                    attn=AttentionWeights(
-                        qkv=QKVWeights(
-                            wq=matrix(b + "attn_q.weight"),
-                            wk=matrix(b + "attn_k.weight"),
-                            wv=matrix(b + "attn_v.weight"),
-                            bq=small(b + "attn_q.bias"),
-                            bk=small(b + "attn_k.bias"),
-                            bv=small(b + "attn_v.bias"),
-                            q_norm=small(b + "attn_q_norm.weight"),
-                            k_norm=small(b + "attn_k_norm.weight"),
-                        ),
-                        wo=matrix(b + "attn_output.weight"),
-                    ),
-                    ffn_norm=need(b + "ffn_norm.weight"),
-                    ffn=FFNWeights(
-                        matrix(b + "ffn_gate.weight"),
-                        matrix(b + "ffn_up.weight"),
-                        matrix(b + "ffn_down.weight"),
-                    ),
+                    attn_norm=attn_norm,
+                    attn=attn,
+                    ffn_norm=ffn_norm,
+                    ffn=ffn,
                     rope=rope,
-                    window=cfg.sliding_window if local else 0,
+                    window=window,
                     post_attn_norm=small(b + "post_attention_norm.weight"),
                     post_ffn_norm=small(b + "post_ffw_norm.weight"),
+                    plan=plan,
                 )
             )
         output_norm = need(OUTPUT_NORM)
