@@ -20,6 +20,10 @@
 /* Decode splits each kv head's keys into blocks of about this many keys: large enough that a
  * block's fixed costs (a few calls, the merge) are small, small enough to spread over threads. */
 #define SPLIT_BLOCK_KEYS 256
+/* Pass 1 forms a block's scores this many keys at a time, prefetching those keys' value rows (pass 2
+ * reads them on the same thread): the values come in while the scores keep the core busy. */
+#define VALUE_PREFETCH_KEYS 32
+#define CACHE_LINE_BYTES 64
 
 /* First index in sorted pos[0..n) with pos[i] >= value. */
 static int64_t lower_bound(const int64_t *pos, int64_t n, int64_t value) {
@@ -115,6 +119,7 @@ static void split_scores_task(void *ctx, int ith, int nth) {
     const struct split_attention *st = ctx;
     const struct attention_args *a = st->a;
     const int64_t group = a->n_heads / a->n_kv_heads, k_stride = a->n_kv_heads * a->head_dim;
+    const int64_t v_stride = a->n_kv_heads * a->head_dim_v, value_row_bytes = a->head_dim_v * (int64_t)sizeof(uint16_t);
     long long i0, i1;
     split_range(a->n_kv_heads * st->n_blocks, ith, nth, 1, &i0, &i1);
     for (int64_t item = i0; item < i1; item++) {
@@ -122,8 +127,16 @@ static void split_scores_task(void *ctx, int ith, int nth) {
         int64_t k0, k1;
         block_keys(st, b, &k0, &k1);
         const uint16_t *k = a->k + (st->lo + k0) * k_stride + g * a->head_dim;
-        st->kt->scores_group_f16(st->q16 + g * group * a->head_dim, group, k, k_stride, k1 - k0, a->head_dim,
-                                 a->scale, st->scores + g * group * st->n + k0, st->n);
+        const char *v = (const char *)(a->v + (st->lo + k0) * v_stride + g * a->head_dim_v);
+        for (int64_t s0 = 0; s0 < k1 - k0; s0 += VALUE_PREFETCH_KEYS) {
+            const int64_t s1 = s0 + VALUE_PREFETCH_KEYS < k1 - k0 ? s0 + VALUE_PREFETCH_KEYS : k1 - k0;
+            /* these keys' value rows, for pass 2 on this thread, on their way while the scores are formed */
+            for (int64_t r = s0; r < s1; r++)
+                for (int64_t off = 0; off < value_row_bytes; off += CACHE_LINE_BYTES)
+                    __builtin_prefetch(v + r * v_stride * (int64_t)sizeof(uint16_t) + off, 0, 2);
+            st->kt->scores_group_f16(st->q16 + g * group * a->head_dim, group, k + s0 * k_stride, k_stride, s1 - s0,
+                                     a->head_dim, a->scale, st->scores + g * group * st->n + k0 + s0, st->n);
+        }
         for (int64_t h = g * group; h < (g + 1) * group; h++) {
             float *s = st->scores + h * st->n + k0;
             if (!st->keys_sorted) mask_scores(a, a->q_pos[0], st->lo + k0, k1 - k0, s);
