@@ -125,3 +125,42 @@ int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char
     bs->n++;
     return 0;
 }
+
+int count_items(PyObject *obj, Py_ssize_t itemsize, const char *name, long long *n) {
+    Py_buffer view;
+    if (get_buffer(obj, &view, itemsize, 0, name)) return -1;
+    *n = n_items(&view);
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+int take_cache(struct buffers *bs, PyObject *obj, long long width, long long n_keys, const char *name, void **out) {
+    if (bs->n >= MAX_BUFFERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many buffers");
+        return -1;
+    }
+    Py_buffer *view = &bs->views[bs->n];
+    if (get_buffer(obj, view, sizeof(uint16_t), 1, name)) return -1;
+    bs->n++;
+    /* a cache may hold more rows than are attended over */
+    if (n_items(view) < n_keys * width || n_items(view) % width) {
+        PyErr_Format(PyExc_ValueError, "%s: too small for %lld keys", name, n_keys);
+        return -1;
+    }
+    *out = view->buf;
+    return 0;
+}
+
+int take_qkv_vectors(struct buffers *bs, PyObject *bq, PyObject *bk, PyObject *bv, PyObject *q_norm, PyObject *k_norm,
+                     PyObject *factors, struct qkv_args *a) {
+    const long long h = a->n_heads, kvh = a->n_kv_heads, d = a->head_dim, dv = a->head_dim_v;
+    void *vq, *vk, *vv, *qn, *kn, *fac;
+    if (take(bs, bq, sizeof(float), 0, h * d, 1, "bq", &vq) || take(bs, bk, sizeof(float), 0, kvh * d, 1, "bk", &vk) ||
+        take(bs, bv, sizeof(float), 0, kvh * dv, 1, "bv", &vv) ||
+        take(bs, q_norm, sizeof(float), 0, d, 1, "q_norm", &qn) ||
+        take(bs, k_norm, sizeof(float), 0, d, 1, "k_norm", &kn) ||
+        take(bs, factors, sizeof(float), 0, a->rope_dim / 2, 1, "factors", &fac))
+        return -1;
+    a->bq = vq, a->bk = vk, a->bv = vv, a->q_norm = qn, a->k_norm = kn, a->factors = fac;
+    return 0;
+}

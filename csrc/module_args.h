@@ -39,6 +39,14 @@ int take(struct buffers *bs, PyObject *obj, Py_ssize_t itemsize, int writable, l
          const char *name, void **out);
 /* A weight (buffer, type, n_rows, k, layout) tuple as a qmatrix, its buffer kept in bs. */
 int take_matrix(struct buffers *bs, PyObject *obj, struct qmatrix *w, const char *name);
+/* The number of `itemsize`-byte items in a buffer (looked at, not kept); -1 with an exception set. */
+int count_items(PyObject *obj, Py_ssize_t itemsize, const char *name, long long *n);
+/* A writable f16 cache of rows of `width` that holds at least n_keys of them, kept in bs. */
+int take_cache(struct buffers *bs, PyObject *obj, long long width, long long n_keys, const char *name, void **out);
+/* The optional vectors of q/k/v (biases, per-head norms, RoPE factors) into a, whose head counts and
+ * widths (and rope_dim) are set; None leaves NULL. */
+int take_qkv_vectors(struct buffers *bs, PyObject *bq, PyObject *bk, PyObject *bv, PyObject *q_norm, PyObject *k_norm,
+                     PyObject *factors, struct qkv_args *a);
 
 /* A method's docstring, defined where the method is. */
 #define MODULE_DOC(name, text) const char name[] = text

@@ -75,7 +75,8 @@ PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "qkv: bad head counts, widths or rope_dim");
         return NULL;
     }
-    void *x, *pos, *bq, *bk, *bv, *qn, *kn, *fac, *q, *k, *v, *in_norm;
+    void *x, *pos, *q, *k, *v, *in_norm;
+    a.rope_dim = rope_dim, a.n_heads = h, a.n_kv_heads = kvh, a.head_dim = d, a.head_dim_v = dv;
     if (take_matrix(&bs, args[1], &wq, "wq") || take_matrix(&bs, args[2], &wk, "wk") ||
         take_matrix(&bs, args[3], &wv, "wv"))
         goto fail;
@@ -83,27 +84,18 @@ PyObject *Kernels_qkv(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "qkv: the projections have different row lengths");
         goto fail;
     }
-    Py_buffer xprobe; /* the token count comes from the positions */
-    if (get_buffer(args[10], &xprobe, sizeof(int64_t), 0, "positions")) goto fail;
-    const long long n_tok = n_items(&xprobe);
-    PyBuffer_Release(&xprobe);
+    long long n_tok; /* the token count comes from the positions */
+    if (count_items(args[10], sizeof(int64_t), "positions", &n_tok)) goto fail;
     if (take(&bs, args[0], sizeof(float), 0, n_tok * wq.k, 0, "x", &x) ||
         take(&bs, args[10], sizeof(int64_t), 0, n_tok, 0, "positions", &pos) ||
-        take(&bs, args[4], sizeof(float), 0, h * d, 1, "bq", &bq) ||
-        take(&bs, args[5], sizeof(float), 0, kvh * d, 1, "bk", &bk) ||
-        take(&bs, args[6], sizeof(float), 0, kvh * dv, 1, "bv", &bv) ||
-        take(&bs, args[7], sizeof(float), 0, d, 1, "q_norm", &qn) || take(&bs, args[8], sizeof(float), 0, d, 1, "k_norm", &kn) ||
-        take(&bs, args[14], sizeof(float), 0, rope_dim / 2, 1, "factors", &fac) ||
+        take_qkv_vectors(&bs, args[4], args[5], args[6], args[7], args[8], args[14], &a) ||
         take(&bs, args[20], sizeof(float), 1, n_tok * h * d, 0, "q", &q) ||
         take(&bs, args[21], sizeof(float), 1, n_tok * kvh * d, 0, "k", &k) ||
         take(&bs, args[22], sizeof(float), 1, n_tok * kvh * dv, 0, "v", &v) ||
         take(&bs, args[23], sizeof(float), 0, wq.k, 1, "norm", &in_norm))
         goto fail;
-    a.in_norm = in_norm;
-    a.bq = bq, a.bk = bk, a.bv = bv, a.q_norm = qn, a.k_norm = kn, a.eps = (float)eps;
-    a.positions = pos, a.rope_dim = rope_dim, a.rope_base = (float)base, a.freq_scale = (float)freq_scale;
-    a.factors = fac, a.neox = (int)neox, a.n_heads = h, a.n_kv_heads = kvh, a.head_dim = d, a.head_dim_v = dv;
-    a.q = q, a.k = k, a.v = v;
+    a.in_norm = in_norm, a.eps = (float)eps, a.positions = pos, a.rope_base = (float)base;
+    a.freq_scale = (float)freq_scale, a.neox = (int)neox, a.q = q, a.k = k, a.v = v;
     int err;
     Py_BEGIN_ALLOW_THREADS
     err = edgelm_qkv(&self->ctx, &a, x, n_tok);
@@ -136,11 +128,10 @@ PyObject *Kernels_ffn(KernelsObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "ffn: gate, up and down do not fit together");
         goto fail;
     }
-    Py_buffer xv;
-    if (get_buffer(args[0], &xv, sizeof(float), 0, "x")) goto fail;
-    const long long n_tok = n_items(&xv) / gate.k, rem = n_items(&xv) % gate.k;
-    PyBuffer_Release(&xv);
-    if (rem) {
+    long long n_x;
+    if (count_items(args[0], sizeof(float), "x", &n_x)) goto fail;
+    const long long n_tok = n_x / gate.k;
+    if (n_x % gate.k) {
         PyErr_SetString(PyExc_ValueError, "ffn: x: length is not a multiple of k");
         goto fail;
     }
@@ -242,39 +233,22 @@ PyObject *Kernels_attention_cached(KernelsObject *self, PyObject *const *args, P
         return NULL;
     }
     struct buffers bs = {.n = 0};
-    Py_buffer probe;
-    if (get_buffer(args[5], &probe, sizeof(int64_t), 0, "q_pos")) return NULL;
-    const long long n_tok = n_items(&probe);
-    PyBuffer_Release(&probe);
-    if (get_buffer(args[6], &probe, sizeof(int64_t), 0, "k_pos")) return NULL;
-    const long long n_keys = n_items(&probe);
-    PyBuffer_Release(&probe);
+    long long n_tok, n_keys;
+    if (count_items(args[5], sizeof(int64_t), "q_pos", &n_tok) || count_items(args[6], sizeof(int64_t), "k_pos", &n_keys))
+        return NULL;
     if (start + n_tok > n_keys) {
         PyErr_SetString(PyExc_ValueError, "attention_cached: the new rows lie past the keys attended over");
         return NULL;
     }
     void *q, *kn, *vn, *kc, *vc, *qp, *kp, *out;
-    Py_buffer cache_view;
     if (take(&bs, args[0], sizeof(float), 0, n_tok * h * d, 0, "q", &q) ||
         take(&bs, args[1], sizeof(float), 0, n_tok * kvh * d, 0, "k", &kn) ||
         take(&bs, args[2], sizeof(float), 0, n_tok * kvh * dv, 0, "v", &vn) ||
         take(&bs, args[5], sizeof(int64_t), 0, n_tok, 0, "q_pos", &qp) ||
         take(&bs, args[6], sizeof(int64_t), 0, n_keys, 0, "k_pos", &kp) ||
-        take(&bs, args[7], sizeof(float), 1, n_tok * h * dv, 0, "out", &out))
+        take(&bs, args[7], sizeof(float), 1, n_tok * h * dv, 0, "out", &out) ||
+        take_cache(&bs, args[3], kvh * d, n_keys, "k_cache", &kc) || take_cache(&bs, args[4], kvh * dv, n_keys, "v_cache", &vc))
         goto fail;
-    /* the caches may hold more rows than are attended over: at least n_keys */
-    for (int i = 0; i < 2; i++) {
-        if (get_buffer(args[3 + i], &cache_view, sizeof(uint16_t), 1, i ? "v_cache" : "k_cache")) goto fail;
-        const long long width = kvh * (i ? dv : d);
-        if (n_items(&cache_view) < n_keys * width || n_items(&cache_view) % width) {
-            PyErr_Format(PyExc_ValueError, "%s: too small for %lld keys", i ? "v_cache" : "k_cache", n_keys);
-            PyBuffer_Release(&cache_view);
-            goto fail;
-        }
-        bs.views[bs.n++] = cache_view;
-        if (i) vc = cache_view.buf;
-        else kc = cache_view.buf;
-    }
     const struct attention_args a = {q, kc, vc, qp, kp, out, n_tok, n_keys, h, kvh, d, dv, (float)scale, window};
     int err;
     Py_BEGIN_ALLOW_THREADS

@@ -68,19 +68,14 @@ PyObject *Kernels_block_plan(KernelsObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_ValueError, "block_plan: the matrices' shapes do not fit together");
         goto fail;
     }
-    void *bq, *bk, *bv, *qn, *kn, *attn_norm, *ffn_norm, *fac;
-    if (take(bs, args[3], sizeof(float), 0, h * d, 1, "bq", &bq) ||
-        take(bs, args[4], sizeof(float), 0, kvh * d, 1, "bk", &bk) ||
-        take(bs, args[5], sizeof(float), 0, kvh * dv, 1, "bv", &bv) ||
-        take(bs, args[6], sizeof(float), 0, d, 1, "q_norm", &qn) || take(bs, args[7], sizeof(float), 0, d, 1, "k_norm", &kn) ||
-        take(bs, args[8], sizeof(float), 0, e, 0, "attn_norm", &attn_norm) ||
-        take(bs, args[10], sizeof(float), 0, e, 0, "ffn_norm", &ffn_norm) ||
-        take(bs, args[18], sizeof(float), 0, rope_dim / 2, 1, "factors", &fac))
-        goto fail;
-    a->bq = bq, a->bk = bk, a->bv = bv, a->q_norm = qn, a->k_norm = kn, a->in_norm = attn_norm, a->factors = fac;
     a->rope_dim = rope_dim, a->neox = (int)neox, a->n_heads = h, a->n_kv_heads = kvh, a->head_dim = d;
     a->head_dim_v = dv;
-    p->ffn_norm = ffn_norm, p->window = window, p->gelu = gelu != 0;
+    void *attn_norm, *ffn_norm;
+    if (take_qkv_vectors(bs, args[3], args[4], args[5], args[6], args[7], args[18], a) ||
+        take(bs, args[8], sizeof(float), 0, e, 0, "attn_norm", &attn_norm) ||
+        take(bs, args[10], sizeof(float), 0, e, 0, "ffn_norm", &ffn_norm))
+        goto fail;
+    a->in_norm = attn_norm, p->ffn_norm = ffn_norm, p->window = window, p->gelu = gelu != 0;
     PyObject *capsule = PyCapsule_New(po, PLAN_CAPSULE, plan_free);
     if (!capsule) goto fail;
     return capsule;
@@ -105,37 +100,25 @@ PyObject *Kernels_block(KernelsObject *self, PyObject *const *args, Py_ssize_t n
     long long start;
     if (get_ll(args[6], &start, "start")) return NULL;
     struct buffers bs = {.n = 0};
-    Py_buffer probe;
-    if (get_buffer(args[2], &probe, sizeof(int64_t), 0, "positions")) return NULL;
-    const long long n_tok = n_items(&probe);
-    PyBuffer_Release(&probe);
-    if (get_buffer(args[5], &probe, sizeof(int64_t), 0, "key_pos")) return NULL;
-    const long long n_keys = n_items(&probe);
-    PyBuffer_Release(&probe);
+    long long n_tok, n_keys;
+    if (count_items(args[2], sizeof(int64_t), "positions", &n_tok) ||
+        count_items(args[5], sizeof(int64_t), "key_pos", &n_keys))
+        return NULL;
     if (start < 0 || start + n_tok > n_keys) {
         PyErr_SetString(PyExc_ValueError, "block: the new rows lie past the keys attended over");
         return NULL;
     }
-    const long long widths[2] = {p->qkv.n_kv_heads * p->qkv.head_dim, p->qkv.n_kv_heads * p->qkv.head_dim_v};
-    void *x, *pos, *kp, *caches[2];
+    const long long kvh = p->qkv.n_kv_heads;
+    void *x, *pos, *kp, *kc, *vc;
     if (take(&bs, args[1], sizeof(float), 1, n_tok * p->wq.k, 0, "x", &x) ||
         take(&bs, args[2], sizeof(int64_t), 0, n_tok, 0, "positions", &pos) ||
-        take(&bs, args[5], sizeof(int64_t), 0, n_keys, 0, "key_pos", &kp))
+        take(&bs, args[5], sizeof(int64_t), 0, n_keys, 0, "key_pos", &kp) ||
+        take_cache(&bs, args[3], kvh * p->qkv.head_dim, n_keys, "k_cache", &kc) ||
+        take_cache(&bs, args[4], kvh * p->qkv.head_dim_v, n_keys, "v_cache", &vc))
         goto fail;
-    /* the caches may hold more rows than are attended over: at least n_keys */
-    for (int i = 0; i < 2; i++) {
-        Py_buffer *view = &bs.views[bs.n];
-        if (get_buffer(args[3 + i], view, sizeof(uint16_t), 1, i ? "v_cache" : "k_cache")) goto fail;
-        bs.n++;
-        if (n_items(view) < n_keys * widths[i] || n_items(view) % widths[i]) {
-            PyErr_Format(PyExc_ValueError, "%s: too small for %lld keys", i ? "v_cache" : "k_cache", n_keys);
-            goto fail;
-        }
-        caches[i] = view->buf;
-    }
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = edgelm_block(&self->ctx, p, x, n_tok, pos, caches[0], caches[1], kp, n_keys, start);
+    err = edgelm_block(&self->ctx, p, x, n_tok, pos, kc, vc, kp, n_keys, start);
     Py_END_ALLOW_THREADS
     release_buffers(&bs);
     if (err) return raise_errno(err);
