@@ -23,7 +23,6 @@
 /* Pass 1 forms a block's scores this many keys at a time, prefetching those keys' value rows (pass 2
  * reads them on the same thread): the values come in while the scores keep the core busy. */
 #define VALUE_PREFETCH_KEYS 32
-#define CACHE_LINE_BYTES 64
 
 /* First index in sorted pos[0..n) with pos[i] >= value. */
 static int64_t lower_bound(const int64_t *pos, int64_t n, int64_t value) {
@@ -132,7 +131,7 @@ static void split_scores_task(void *ctx, int ith, int nth) {
             const int64_t s1 = s0 + VALUE_PREFETCH_KEYS < k1 - k0 ? s0 + VALUE_PREFETCH_KEYS : k1 - k0;
             /* these keys' value rows, for pass 2 on this thread, on their way while the scores are formed */
             for (int64_t r = s0; r < s1; r++)
-                for (int64_t off = 0; off < value_row_bytes; off += CACHE_LINE_BYTES)
+                for (int64_t off = 0; off < value_row_bytes; off += CACHE_LINE)
                     __builtin_prefetch(v + r * v_stride * (int64_t)sizeof(uint16_t) + off, 0, 2);
             st->kt->scores_group_f16(st->q16 + g * group * a->head_dim, group, k + s0 * k_stride, k_stride, s1 - s0,
                                      a->head_dim, a->scale, st->scores + g * group * st->n + k0 + s0, st->n);

@@ -12,6 +12,8 @@
 #include "isa.h"
 #include "threadpool.h"
 
+#define CACHE_LINE 64 /* bytes: the unit a prefetch brings in */
+
 /* What activations are rounded to before the product with a weight type (reference.py's
  * quantize_activations): nothing, f16, bf16, 8-bit blocks of 32 with an f16 scale, or 8-bit blocks of
  * 256 with an f32 scale. */

@@ -31,7 +31,6 @@
  * not pay, which keeps 4 KiB into L1. */
 #define PREFETCH_AHEAD 8192
 #define PREFETCH_HINT _MM_HINT_T1
-#define CACHE_LINE 64
 
 INLINE size_t block_bytes(int type) {
     switch (type) {

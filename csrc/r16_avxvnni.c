@@ -27,7 +27,6 @@
 #define HALF_ROWS 8
 #define HALF_BYTES 32 /* one half of a 64-byte vector */
 #define PREFETCH_AHEAD 4096
-#define CACHE_LINE 64
 
 INLINE size_t block_bytes(int type) {
     switch (type) {
