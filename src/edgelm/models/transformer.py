@@ -124,6 +124,7 @@ class Transformer:
         freq_scale = 1.0 / cfg.rope_scaling.factor if cfg.rope_scaling.type == "linear" else 1.0
         if cfg.rope_scaling.type not in ("none", "linear"):
             raise ModelFileError(mf.path, f"RoPE scaling {cfg.rope_scaling.type!r} is not supported yet")
+        q_scale = arch.q_scale(cfg)
         layers = []
         for i in range(cfg.n_layers):
             b = f"blk.{i}."
@@ -155,7 +156,7 @@ class Transformer:
             if arch.decoder_block:
                 spec = DecoderBlock(
                     attn_norm, attn.qkv, attn.wo, ffn_norm, ffn.gate, ffn.up, ffn.down, rope, cfg.n_heads,
-                    cfg.n_kv_heads, cfg.norm_eps, arch.q_scale(cfg), window, arch.uses_gelu,
+                    cfg.n_kv_heads, cfg.norm_eps, q_scale, window, arch.uses_gelu,
                 )  # fmt: skip
                 plan = ops.block_plan(spec)
             layers.append(
@@ -191,7 +192,7 @@ class Transformer:
             output_norm=output_norm,
             output=prepared[names[-1]],
             embed_scale=arch.embed_scale(cfg),
-            q_scale=arch.q_scale(cfg),
+            q_scale=q_scale,
             ops=ops,
             model_file=mf,
         )
