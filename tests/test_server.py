@@ -476,8 +476,11 @@ def test_non_streaming_disconnect_cancels_generation(model, live, monkeypatch) -
     assert r.status_code == 200
 
 
-def test_disconnect_while_queued_leaves_the_queue(model, live) -> None:
+def test_disconnect_while_queued_leaves_the_queue(model, live, monkeypatch) -> None:
     engine = _live_engine(live)
+    # Steps of 5 ms keep the busy sequences going for seconds: a fast model would fill their context
+    # (and free their slots) before the queued request is looked at.
+    monkeypatch.setattr(engine, "model", _SlowModel(engine.model))
     params = SamplingParams(temperature=0, logit_bias={509: float("-inf"), 511: float("-inf")})
     prompt = model.encode_prompt("busy")
     busy = [engine.submit(Request(prompt, params, 100_000, lambda chunk: None)) for _ in range(2)]
