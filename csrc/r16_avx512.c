@@ -157,8 +157,12 @@ INLINE void r16_tile(const int type, const uint8_t *grp, const struct act *a, in
 
 /* ---- the K-quants: super-blocks of 256 weights, integer sub-block scales ---------------------------- */
 
-INLINE void prefetch_block(const uint8_t *blk, size_t bytes) {
-    for (size_t off = 0; off < bytes; off += CACHE_LINE) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + off), PREFETCH_HINT);
+/* Part `part` of `parts` of the bytes ahead of a super-block: spread over its computation, the prefetches
+ * do not queue behind each other at its start. */
+INLINE void prefetch_part(const uint8_t *blk, size_t bytes, int part, int parts) {
+    const size_t lines = (bytes + CACHE_LINE - 1) / CACHE_LINE;
+    const size_t l0 = lines * (size_t)part / (size_t)parts, l1 = lines * (size_t)(part + 1) / (size_t)parts;
+    for (size_t l = l0; l < l1; l++) _mm_prefetch((const char *)(blk + PREFETCH_AHEAD + l * CACHE_LINE), PREFETCH_HINT);
 }
 
 /* Sum over 8 chunk vectors w[0..7] (32 weights of 16 rows) against x[0..31]: two chains when alone. */
@@ -180,11 +184,11 @@ INLINE void r16_tile_q4_K(const uint8_t *grp, const struct act *a, int64_t t0, c
     for (int j = 0; j < nt; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * R16_Q4_K_BYTES;
-        prefetch_block(blk, R16_Q4_K_BYTES);
         const uint8_t *scales = blk + 64, *mins = scales + 128, *qs = mins + 128;
         __m512i isum[NT_MAX], msum[NT_MAX];
         for (int j = 0; j < nt; j++) isum[j] = msum[j] = _mm512_setzero_si512();
         for (int p = 0; p < 4; p++) {
+            prefetch_part(blk, R16_Q4_K_BYTES, p, 4);
             __m512i lo[R16_CHUNKS], hi[R16_CHUNKS];
             for (int v = 0; v < R16_CHUNKS; v++) {
                 const __m512i q = _mm512_loadu_si512(qs + (p * R16_CHUNKS + v) * R16_VECTOR_BYTES);
@@ -225,11 +229,11 @@ INLINE void r16_tile_q6_K(const uint8_t *grp, const struct act *a, int64_t t0, c
     for (int j = 0; j < nt; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + b * R16_Q6_K_BYTES;
-        prefetch_block(blk, R16_Q6_K_BYTES);
         const uint8_t *scales = blk + 32, *qv = scales + 256;
         __m512i isum[NT_MAX], osum[NT_MAX];
         for (int j = 0; j < nt; j++) isum[j] = osum[j] = _mm512_setzero_si512();
         for (int p = 0; p < 8; p++) {
+            prefetch_part(blk, R16_Q6_K_BYTES, p, 8);
             const uint8_t *nib = qv + p * 6 * R16_VECTOR_BYTES, *high = nib + 4 * R16_VECTOR_BYTES;
             __m512i w[R16_CHUNKS];
 #ifdef R16_GFNI
