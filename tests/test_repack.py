@@ -109,6 +109,24 @@ def test_packed_products_match_the_reference(
         np.testing.assert_array_equal(ops.matmul(x[t : t + 1], packed)[0], got[t])
 
 
+@pytest.mark.parametrize("n_threads", [3, 64])
+def test_decode_products_do_not_depend_on_how_the_work_is_shared(n_threads: int) -> None:
+    """One token's products stream in chunks that shrink as the work runs out; two 6.7 MB matrices in
+    one pass over 64 threads fill the chunk table (the last matrix keeps a chunk of its own).  Every
+    row's sum is formed whole in one chunk, so any split gives one thread's numbers exactly."""
+    if not R16_ISAS:
+        pytest.skip("no R16 kernels on this machine")
+    rng = np.random.default_rng(11)
+    k, wide = 256, 16 * 1536
+    gate, up = (random_weights(rng, GGMLType.Q8_0, wide, k) for _ in range(2))
+    down = random_weights(rng, GGMLType.Q8_0, k, wide)
+    x = random_activations(rng, 1, k)
+    one, many = NativeOps(R16_ISAS[-1], 1), NativeOps(R16_ISAS[-1], n_threads)
+    gate, up, down = one.prepare([gate, up, down])
+    np.testing.assert_array_equal(many.ffn(x, gate, up, down, False), one.ffn(x, gate, up, down, False))
+    np.testing.assert_array_equal(many.matmul(x, gate), one.matmul(x, gate))
+
+
 def test_prepare_leaves_what_it_cannot_pack(ops: NativeOps) -> None:
     rng = np.random.default_rng(5)
     odd_rows = random_weights(rng, GGMLType.Q8_0, 24, 64)  # not a multiple of 16 rows
