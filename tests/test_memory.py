@@ -319,3 +319,51 @@ def test_a_file_replaced_while_loading_is_refused(tiny_model, tmp_path, monkeypa
     replacement.replace(path)  # a new file under the old name: the mapping still holds the old one
     with pytest.raises(edgelm.ModelFileError, match="changed on disk"):
         build_model(mf)
+
+
+# -- the arena of repacked weights ---------------------------------------------------------------
+
+
+def _vma_thp_eligible(address: int) -> int | None:
+    """/proc/self/smaps' THPeligible of the mapping holding `address` (None where not told)."""
+    current = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                current = lo <= address < hi
+            elif current and head == "THPeligible:":
+                return int(line.split()[1])
+    return None
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_the_arena_is_zeroed_writable_memory(monkeypatch, huge: bool) -> None:
+    from edgelm.kernels import packed
+
+    monkeypatch.setattr(packed, "HUGE_PAGES", huge)
+    n = 3 * packed.HUGE_PAGE_BYTES + 12345  # a part page at the end
+    a = packed.anonymous_bytes(n)
+    assert a.shape == (n,) and a.dtype == np.uint8 and not a.any()
+    a[::4093] = 7
+    assert int(a.sum()) == 7 * len(range(0, n, 4093))
+    assert packed.anonymous_bytes(0).shape == (0,)
+
+
+def test_the_arena_takes_base_pages_once_huge_ones_come_slowly(monkeypatch) -> None:
+    import mmap
+
+    from edgelm.kernels import packed
+
+    if not hasattr(mmap, "MADV_HUGEPAGE") or _vma_thp_eligible(id(0)) is None:
+        pytest.skip("no transparent huge pages here")
+    monkeypatch.setattr(packed, "SLOW_HUGE_FAULT_S", -1.0)  # every fault counts as slow
+    page = packed.HUGE_PAGE_BYTES
+    a = packed.anonymous_bytes(8 * page)
+    base = a.__array_interface__["data"][0]
+    tail = base + (packed.SLOW_HUGE_FAULTS + 1) * page  # past the pages touched before giving up
+    assert _vma_thp_eligible(tail + page) == 0
+    assert not a.any()
+    a[:] = 1
+    assert int(a.sum()) == a.size

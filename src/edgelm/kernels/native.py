@@ -92,7 +92,8 @@ class NativeOps:
     ) -> list[Weight]:
         """`weights` in the layout these kernels multiply fastest: repacked (R16) where they have it.
 
-        The repacked tensors share one anonymous mapping (base pages: see `anonymous_bytes`).
+        The repacked tensors share one anonymous mapping (huge pages where they come cheap: see
+        `anonymous_bytes`).
         `release(view)` is called on each slice of a file's bytes once it is copied out, to drop
         those pages from memory; the sources themselves are left as they are.
         """
