@@ -324,8 +324,9 @@ def test_a_file_replaced_while_loading_is_refused(tiny_model, tmp_path, monkeypa
 # -- the arena of repacked weights ---------------------------------------------------------------
 
 
-def _vma_thp_eligible(address: int) -> int | None:
-    """/proc/self/smaps' THPeligible of the mapping holding `address` (None where not told)."""
+def _vma_field(address: int, field: str) -> int | None:
+    """A field of /proc/self/smaps (THPeligible, AnonHugePages in kB) for the mapping holding
+    `address`; None where the kernel does not tell."""
     current = None
     with open("/proc/self/smaps") as f:
         for line in f:
@@ -333,37 +334,83 @@ def _vma_thp_eligible(address: int) -> int | None:
             if "-" in head and not head.endswith(":"):
                 lo, hi = (int(x, 16) for x in head.split("-"))
                 current = lo <= address < hi
-            elif current and head == "THPeligible:":
+            elif current and head == field + ":":
                 return int(line.split()[1])
     return None
 
 
 @pytest.mark.parametrize("huge", [False, True])
 def test_the_arena_is_zeroed_writable_memory(monkeypatch, huge: bool) -> None:
-    from edgelm.kernels import packed
+    from edgelm.kernels import arena
 
-    monkeypatch.setattr(packed, "HUGE_PAGES", huge)
-    n = 3 * packed.HUGE_PAGE_BYTES + 12345  # a part page at the end
-    a = packed.anonymous_bytes(n)
+    monkeypatch.setattr(arena, "HUGE_PAGES", huge)
+    n = 3 * arena.HUGE_PAGE_BYTES + 12345  # a part page at the end
+    a = arena.anonymous_bytes(n)
     assert a.shape == (n,) and a.dtype == np.uint8 and not a.any()
     a[::4093] = 7
     assert int(a.sum()) == 7 * len(range(0, n, 4093))
-    assert packed.anonymous_bytes(0).shape == (0,)
+    assert arena.anonymous_bytes(0).shape == (0,)
+
+
+def _huge_pages_here() -> bool:
+    import mmap
+
+    return hasattr(mmap, "MADV_HUGEPAGE") and _vma_field(id(0), "THPeligible") is not None
 
 
 def test_the_arena_takes_base_pages_once_huge_ones_come_slowly(monkeypatch) -> None:
-    import mmap
+    from edgelm.kernels import arena
 
-    from edgelm.kernels import packed
-
-    if not hasattr(mmap, "MADV_HUGEPAGE") or _vma_thp_eligible(id(0)) is None:
+    if not _huge_pages_here():
         pytest.skip("no transparent huge pages here")
-    monkeypatch.setattr(packed, "SLOW_HUGE_FAULT_S", -1.0)  # every fault counts as slow
-    page = packed.HUGE_PAGE_BYTES
-    a = packed.anonymous_bytes(8 * page)
+    monkeypatch.setattr(arena, "SLOW_HUGE_FAULT_S", -1.0)  # every fault counts as slow
+    page = arena.HUGE_PAGE_BYTES
+    a = arena.anonymous_bytes(8 * page)
     base = a.__array_interface__["data"][0]
-    tail = base + (packed.SLOW_HUGE_FAULTS + 1) * page  # past the pages touched before giving up
-    assert _vma_thp_eligible(tail + page) == 0
+    tail = base + (arena.SLOW_HUGE_FAULTS + 1) * page  # past the pages touched before giving up
+    assert _vma_field(tail + page, "THPeligible") == 0
     assert not a.any()
     a[:] = 1
     assert int(a.sum()) == a.size
+
+
+def test_base_pages_become_huge_in_the_background_and_keep_their_bytes(monkeypatch) -> None:
+    from edgelm.kernels import arena
+
+    if not _huge_pages_here():
+        pytest.skip("no transparent huge pages here")
+    monkeypatch.setattr(arena, "SLOW_HUGE_FAULT_S", -1.0)  # base pages after the first three
+    page = arena.HUGE_PAGE_BYTES
+    a = arena.anonymous_bytes(8 * page)
+    a[:] = np.arange(a.size, dtype=np.uint64).astype(np.uint8) ^ np.uint8(0x5A)
+    expected = a.copy()
+    tail = a.__array_interface__["data"][0] + 6 * page
+    before = _vma_field(tail, "AnonHugePages")
+    thread = arena.huge_pages_later(a[page:])  # a view, as the model's tensors are
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    np.testing.assert_array_equal(a, expected)
+    after = _vma_field(tail, "AnonHugePages")
+    import os
+
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) < (6, 1):
+        pytest.skip("this kernel does not collapse pages on request (MADV_COLLAPSE, Linux 6.1)")
+    assert before == 0  # the tail was on base pages
+    assert after is not None and after >= 4 * page // 1024  # and is huge now
+    assert arena.huge_pages_later(a[:100]) is None  # less than a huge page: nothing to do
+
+
+def test_load_work_left_for_later_starts_after_the_first_step(tiny_model, monkeypatch) -> None:
+    m = edgelm.load(tiny_model("tiny-qwen2", "q8_0"))
+    tf = m.transformer
+    calls: list[list] = []
+    monkeypatch.setattr(type(tf.ops), "settle", lambda self, weights: calls.append(list(weights)))
+    prepared = list(tf.unsettled)
+    assert tf.output in prepared and tf.layers[0].ffn.gate in prepared
+    cache = tf.new_cache(16)
+    tf.forward(np.array([1, 2, 3]), np.arange(3), [cache])
+    assert [len(c) for c in calls] == [len(prepared)] and all(a is b for a, b in zip(calls[0], prepared))
+    tf.forward(np.array([4]), np.array([3]), [cache])
+    assert len(calls) == 1 and not tf.unsettled

@@ -16,9 +16,10 @@ from collections.abc import Callable, MutableMapping, Sequence
 import numpy as np
 
 from edgelm.gguf.constants import GGMLType
+from edgelm.kernels.arena import anonymous_bytes, huge_pages_later
 from edgelm.kernels.composite import DecoderBlock, QKVWeights, Rope
 from edgelm.kernels.ops import BACKENDS, Ops
-from edgelm.kernels.packed import Layout, PackedTensor, Weight, anonymous_bytes
+from edgelm.kernels.packed import Layout, PackedTensor, Weight
 from edgelm.weights.qtensor import FileRows, QTensor
 
 try:
@@ -92,8 +93,8 @@ class NativeOps:
     ) -> list[Weight]:
         """`weights` in the layout these kernels multiply fastest: repacked (R16) where they have it.
 
-        The repacked tensors share one anonymous mapping (huge pages where they come cheap: see
-        `anonymous_bytes`).
+        The repacked tensors share one anonymous mapping, on huge pages where the system has them
+        (edgelm.kernels.arena): those that do not come cheap at once are left to `settle`.
         `release(view)` is called on each slice of a file's bytes once it is copied out, to drop
         those pages from memory; the sources themselves are left as they are.
         """
@@ -117,6 +118,19 @@ class NativeOps:
             for w in todo:
                 release(w.data)
         return [packed.get(id(w), w) for w in weights]
+
+    def settle(self, weights: Sequence[Weight]) -> None:
+        """Huge pages, in a background thread, for the mappings of the repacked ones among `weights`
+        that got base pages at load."""
+        arenas: dict[int, np.ndarray] = {}
+        for w in weights:
+            if isinstance(w, PackedTensor):
+                root = w.data
+                while isinstance(root.base, np.ndarray):
+                    root = root.base
+                arenas[id(root)] = root
+        for arena in arenas.values():
+            huge_pages_later(arena)
 
     def _repack(self, w: QTensor, dst: np.ndarray, release: Callable[[np.ndarray], None] | None) -> None:
         n_rows, k = w.data.shape[0], w.shape[-1]

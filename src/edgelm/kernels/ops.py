@@ -126,6 +126,12 @@ class Ops(Protocol):
         """`b` bound for `block`: checked, and its weights held, once at load."""
         ...
 
+    def settle(self, weights: Sequence[Weight]) -> None:
+        """Starts what `prepare` left for later on these weights; a model calls it once its first
+        step is out, so that work never delays a first token (native: repacked weights moved onto
+        huge pages in the background)."""
+        ...
+
     def block(
         self,
         plan: object,
@@ -190,6 +196,9 @@ class _ReferenceOps:
 
     def block_plan(self, b: DecoderBlock) -> object:
         return b
+
+    def settle(self, weights: Sequence[Weight]) -> None:
+        return None
 
     def block(self, plan: object, *args: object) -> np.ndarray:
         assert isinstance(plan, DecoderBlock)

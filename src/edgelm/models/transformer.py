@@ -90,6 +90,9 @@ class Transformer:
     ops: Ops
     model_file: ModelFile | None = field(default=None, repr=False)
     embd_rows: FileRows | None = field(default=None, repr=False)  # where tok_embd lies in its file
+    # The prepared weights whose load work is left for after the first step (`Ops.settle`); emptied
+    # then.
+    unsettled: list[Weight] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_model_file(cls, mf: ModelFile, arch: Architecture, ops: Ops | None = None) -> Transformer:
@@ -195,6 +198,7 @@ class Transformer:
             q_scale=q_scale,
             ops=ops,
             model_file=mf,
+            unsettled=list(prepared.values()),
         )
         weakref.finalize(model, os.close, fd)
         return model
@@ -244,4 +248,8 @@ class Transformer:
         if logit_rows is not None:
             x = x[logit_rows]
         x = self.ops.rms_norm(x, self.output_norm, self.config.norm_eps)
-        return self.ops.matmul(x, self.output)
+        logits = self.ops.matmul(x, self.output)
+        if self.unsettled:  # the first step is out: what the load left for later may start
+            self.ops.settle(self.unsettled)
+            self.unsettled.clear()
+        return logits
