@@ -5,7 +5,9 @@
  * once per group and stays in cache while the group's heads use it.  The softmax of a row split
  * into blocks is exact: a first pass takes each block's max and sum of exp, the caller merges them,
  * and a second pass forms the f16-rounded weights from the row's max and sum (the reference's
- * formula) and adds each block's weighted values into per-thread partial outputs.
+ * formula) and adds each block's weighted values into per-thread partial outputs.  Where each thread
+ * owns whole kv groups (the common case: 2, 4 or 8 kv heads over 2 threads) both passes run as one,
+ * without the barrier between them, and the sums go straight to the output.
  *
  * Prefill (several query tokens) has enough (token, head) pairs to keep every thread busy. */
 #include <errno.h>
@@ -113,72 +115,95 @@ static void block_keys(const struct split_attention *st, int64_t b, int64_t *k0,
     *k1 = *k0 + st->block < st->n ? *k0 + st->block : st->n;
 }
 
-/* Pass 1: the scores of every head of a group against a block, and the block's softmax statistics. */
-static void split_scores_task(void *ctx, int ith, int nth) {
-    const struct split_attention *st = ctx;
+/* Pass 1 for one item (kv group g, block b): the scores of every head of the group against the block,
+ * and the block's softmax statistics. */
+static void scores_item(const struct split_attention *st, int64_t item) {
     const struct attention_args *a = st->a;
     const int64_t group = a->n_heads / a->n_kv_heads, k_stride = a->n_kv_heads * a->head_dim;
     const int64_t v_stride = a->n_kv_heads * a->head_dim_v, value_row_bytes = a->head_dim_v * (int64_t)sizeof(uint16_t);
-    long long i0, i1;
-    split_range(a->n_kv_heads * st->n_blocks, ith, nth, 1, &i0, &i1);
-    for (int64_t item = i0; item < i1; item++) {
-        const int64_t g = item / st->n_blocks, b = item % st->n_blocks;
-        int64_t k0, k1;
-        block_keys(st, b, &k0, &k1);
-        const uint16_t *k = a->k + (st->lo + k0) * k_stride + g * a->head_dim;
-        const char *v = (const char *)(a->v + (st->lo + k0) * v_stride + g * a->head_dim_v);
-        for (int64_t s0 = 0; s0 < k1 - k0; s0 += VALUE_PREFETCH_KEYS) {
-            const int64_t s1 = s0 + VALUE_PREFETCH_KEYS < k1 - k0 ? s0 + VALUE_PREFETCH_KEYS : k1 - k0;
-            /* these keys' value rows, for pass 2 on this thread, on their way while the scores are formed */
-            for (int64_t r = s0; r < s1; r++)
-                for (int64_t off = 0; off < value_row_bytes; off += CACHE_LINE)
-                    __builtin_prefetch(v + r * v_stride * (int64_t)sizeof(uint16_t) + off, 0, 2);
-            st->kt->scores_group_f16(st->q16 + g * group * a->head_dim, group, k + s0 * k_stride, k_stride, s1 - s0,
-                                     a->head_dim, a->scale, st->scores + g * group * st->n + k0 + s0, st->n);
-        }
-        for (int64_t h = g * group; h < (g + 1) * group; h++) {
-            float *s = st->scores + h * st->n + k0;
-            if (!st->keys_sorted) mask_scores(a, a->q_pos[0], st->lo + k0, k1 - k0, s);
-            const int64_t stat = h * st->n_blocks + b;
-            st->kt->softmax_stats(s, k1 - k0, &st->block_max[stat], &st->block_sum[stat]);
-        }
+    const int64_t g = item / st->n_blocks, b = item % st->n_blocks;
+    int64_t k0, k1;
+    block_keys(st, b, &k0, &k1);
+    const uint16_t *k = a->k + (st->lo + k0) * k_stride + g * a->head_dim;
+    const char *v = (const char *)(a->v + (st->lo + k0) * v_stride + g * a->head_dim_v);
+    for (int64_t s0 = 0; s0 < k1 - k0; s0 += VALUE_PREFETCH_KEYS) {
+        const int64_t s1 = s0 + VALUE_PREFETCH_KEYS < k1 - k0 ? s0 + VALUE_PREFETCH_KEYS : k1 - k0;
+        /* these keys' value rows, for pass 2 on this thread, on their way while the scores are formed */
+        for (int64_t r = s0; r < s1; r++)
+            for (int64_t off = 0; off < value_row_bytes; off += CACHE_LINE)
+                __builtin_prefetch(v + r * v_stride * (int64_t)sizeof(uint16_t) + off, 0, 2);
+        st->kt->scores_group_f16(st->q16 + g * group * a->head_dim, group, k + s0 * k_stride, k_stride, s1 - s0,
+                                 a->head_dim, a->scale, st->scores + g * group * st->n + k0 + s0, st->n);
+    }
+    for (int64_t h = g * group; h < (g + 1) * group; h++) {
+        float *s = st->scores + h * st->n + k0;
+        if (!st->keys_sorted) mask_scores(a, a->q_pos[0], st->lo + k0, k1 - k0, s);
+        const int64_t stat = h * st->n_blocks + b;
+        st->kt->softmax_stats(s, k1 - k0, &st->block_max[stat], &st->block_sum[stat]);
     }
 }
 
-/* Pass 2: the weights of a block from its row's max and sum, and their values added into this
- * thread's partial output.  Items are split in the same order for every call with the same thread
- * count, so results do not depend on timing. */
+/* Pass 2 for one item: the block's weights from its rows' max and sum, and its values added into
+ * out (H, Dv): a thread's partial sums, or the output itself where the thread owns the group. */
+static void values_item(const struct split_attention *st, int64_t item, float *out) {
+    const struct attention_args *a = st->a;
+    const int64_t group = a->n_heads / a->n_kv_heads, v_stride = a->n_kv_heads * a->head_dim_v;
+    const int64_t g = item / st->n_blocks, b = item % st->n_blocks;
+    int64_t k0, k1;
+    block_keys(st, b, &k0, &k1);
+    const uint16_t *v = a->v + (st->lo + k0) * v_stride + g * a->head_dim_v;
+    for (int64_t h = g * group; h < (g + 1) * group; h++)
+        st->kt->softmax_apply_f16(st->scores + h * st->n + k0, k1 - k0, st->row_max[h], st->row_sum[h]);
+    st->kt->weighted_sum_group_f16(st->scores + g * group * st->n + k0, st->n, group, v, v_stride, k1 - k0,
+                                   a->head_dim_v, out + g * group * a->head_dim_v, a->head_dim_v);
+}
+
+/* Head h's row max and sum from its blocks': sum_b sum_b' * exp(max_b - max). */
+static void merge_head_stats(struct split_attention *st, int64_t h) {
+    const float *bm = st->block_max + h * st->n_blocks, *bs = st->block_sum + h * st->n_blocks;
+    float max = -INFINITY, sum = 0.0f;
+    for (int64_t b = 0; b < st->n_blocks; b++) max = fmaxf(max, bm[b]);
+    if (max != -INFINITY)
+        for (int64_t b = 0; b < st->n_blocks; b++)
+            if (bm[b] != -INFINITY) sum += bs[b] * expf(bm[b] - max);
+    st->row_max[h] = max;
+    st->row_sum[h] = sum;
+}
+
+static void split_scores_task(void *ctx, int ith, int nth) {
+    const struct split_attention *st = ctx;
+    long long i0, i1;
+    split_range(st->a->n_kv_heads * st->n_blocks, ith, nth, 1, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) scores_item(st, item);
+}
+
+/* Items are split in the same order for every call with the same thread count, so results do not
+ * depend on timing. */
 static void split_values_task(void *ctx, int ith, int nth) {
     const struct split_attention *st = ctx;
     const struct attention_args *a = st->a;
-    const int64_t group = a->n_heads / a->n_kv_heads, v_stride = a->n_kv_heads * a->head_dim_v;
     float *partial = st->partial + (int64_t)ith * a->n_heads * a->head_dim_v;
     memset(partial, 0, (size_t)(a->n_heads * a->head_dim_v) * sizeof(float));
     long long i0, i1;
     split_range(a->n_kv_heads * st->n_blocks, ith, nth, 1, &i0, &i1);
-    for (int64_t item = i0; item < i1; item++) {
-        const int64_t g = item / st->n_blocks, b = item % st->n_blocks;
-        int64_t k0, k1;
-        block_keys(st, b, &k0, &k1);
-        const uint16_t *v = a->v + (st->lo + k0) * v_stride + g * a->head_dim_v;
-        for (int64_t h = g * group; h < (g + 1) * group; h++)
-            st->kt->softmax_apply_f16(st->scores + h * st->n + k0, k1 - k0, st->row_max[h], st->row_sum[h]);
-        st->kt->weighted_sum_group_f16(st->scores + g * group * st->n + k0, st->n, group, v, v_stride, k1 - k0,
-                                       a->head_dim_v, partial + g * group * a->head_dim_v, a->head_dim_v);
-    }
+    for (int64_t item = i0; item < i1; item++) values_item(st, item, partial);
 }
 
-/* Each head's row max and sum from its blocks': sum_b sum_b' * exp(max_b - max). */
-static void merge_block_stats(struct split_attention *st, int64_t n_heads) {
-    for (int64_t h = 0; h < n_heads; h++) {
-        const float *bm = st->block_max + h * st->n_blocks, *bs = st->block_sum + h * st->n_blocks;
-        float max = -INFINITY, sum = 0.0f;
-        for (int64_t b = 0; b < st->n_blocks; b++) max = fmaxf(max, bm[b]);
-        if (max != -INFINITY)
-            for (int64_t b = 0; b < st->n_blocks; b++)
-                if (bm[b] != -INFINITY) sum += bs[b] * expf(bm[b] - max);
-        st->row_max[h] = max;
-        st->row_sum[h] = sum;
+/* Both passes in one, where each thread owns whole kv groups (their count a multiple of the threads'):
+ * a group's heads need no other thread's statistics, and their sums go straight to the output.  The
+ * same operations in the same order as the two passes: the same numbers, one barrier and the sum of
+ * the partial outputs fewer. */
+static void owned_groups_task(void *ctx, int ith, int nth) {
+    struct split_attention *st = ctx;
+    const struct attention_args *a = st->a;
+    const int64_t group = a->n_heads / a->n_kv_heads, dv = a->head_dim_v;
+    long long g0, g1;
+    split_range(a->n_kv_heads, ith, nth, 1, &g0, &g1);
+    for (int64_t g = g0; g < g1; g++) {
+        for (int64_t b = 0; b < st->n_blocks; b++) scores_item(st, g * st->n_blocks + b);
+        for (int64_t h = g * group; h < (g + 1) * group; h++) merge_head_stats(st, h);
+        memset(a->out + g * group * dv, 0, (size_t)(group * dv) * sizeof(float));
+        for (int64_t b = 0; b < st->n_blocks; b++) values_item(st, g * st->n_blocks + b, a->out);
     }
 }
 
@@ -207,8 +232,12 @@ static int split_attention(const struct edgelm_ctx *ctx, struct exec *ex, const 
     st.row_sum = st.row_max + h;
     st.partial = st.row_sum + h;
     ctx->kt->round_f16(a->q, q16, h * a->head_dim);
+    if (a->n_kv_heads % nth == 0) {
+        exec_run(ex, owned_groups_task, &st, nth);
+        return 0;
+    }
     exec_run(ex, split_scores_task, &st, nth);
-    merge_block_stats(&st, h);
+    for (int64_t i = 0; i < h; i++) merge_head_stats(&st, i);
     exec_run(ex, split_values_task, &st, nth);
     for (int64_t j = 0; j < h * dv; j++) {
         float sum = 0.0f;
