@@ -415,3 +415,31 @@ def test_load_work_left_for_later_starts_after_the_first_step(tiny_model, monkey
     assert all(a is b for a, b in zip(calls[0], prepared, strict=True))
     tf.forward(np.array([4]), np.array([3]), [cache])
     assert len(calls) == 1 and not tf.unsettled
+
+
+def test_a_forked_child_leaves_its_parents_pages_shared(monkeypatch) -> None:
+    import os
+
+    from edgelm.kernels import arena
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    monkeypatch.setattr(arena, "SLOW_HUGE_FAULT_S", -1.0)
+    a = arena.anonymous_bytes(4 * arena.HUGE_PAGE_BYTES)
+    a[:] = 3
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing to collapse (its pages are its parent's, shared)
+        code = 0 if arena.huge_pages_later(a) is None else 1
+        os.write(w, bytes([code]))
+        os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"\x00"
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    thread = arena.huge_pages_later(a)  # the parent made them: it may
+    assert thread is not None or not arena.HUGE_PAGES
+    if thread is not None:
+        thread.join(timeout=30)

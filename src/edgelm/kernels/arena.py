@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,12 @@ SLOW_HUGE_FAULTS = 3  # that many slow ones and the rest of the mapping takes ba
 HUGE_PAGES = True  # ask for huge pages at all (the kernel may still give base pages)
 MADV_COLLAPSE = getattr(mmap, "MADV_COLLAPSE", 25)  # Linux 6.1's number, where mmap does not name it
 
+# Where the mappings this process made start.  A forked child shares its parent's pages: copying
+# them into huge pages of its own would double their memory, so the child forgets them.
+_made_here: set[int] = set()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_made_here.clear)
+
 
 def anonymous_bytes(n_bytes: int) -> np.ndarray:
     """A writable, zeroed uint8 array in its own private anonymous mapping (not the C heap), on
@@ -47,6 +54,7 @@ def anonymous_bytes(n_bytes: int) -> np.ndarray:
     out = np.frombuffer(buf, np.uint8)
     if HUGE_PAGES and n_bytes >= HUGE_PAGE_BYTES and hasattr(mmap, "MADV_HUGEPAGE"):
         _touch_huge_pages(buf, out)
+    _made_here.add(out.__array_interface__["data"][0])
     return out
 
 
@@ -71,8 +79,14 @@ def _touch_huge_pages(buf: mmap.mmap, out: np.ndarray) -> None:
 def huge_pages_later(data: np.ndarray) -> threading.Thread | None:
     """Starts a background thread that makes huge pages of the whole 2 MB ranges of `data` (a view of
     `anonymous_bytes`' memory, written already) that are not yet; returns it, or None where there
-    is nothing to do or no way to do it.  Contents stay as they are; readers of a range wait a
-    moment while it is copied.  The thread holds `data` until it ends (~5 ms per 2 MB at worst)."""
+    is nothing to do or no way to do it (not Linux, too small, or memory a parent process made before
+    a fork).  Contents stay as they are; readers of a range wait a moment while it is copied.  The
+    thread holds `data` until it ends (~5 ms per 2 MB at worst)."""
+    root = data
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.__array_interface__["data"][0] not in _made_here:
+        return None
     if not HUGE_PAGES or not sys.platform.startswith("linux") or data.nbytes < HUGE_PAGE_BYTES:
         return None
     try:
