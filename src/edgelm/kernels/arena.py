@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-__all__ = ["anonymous_bytes", "huge_pages_later"]
+__all__ = ["anonymous_bytes", "huge_pages_later", "mapping_of"]
 
 HUGE_PAGE_BYTES = 2 << 20
 # A huge page's first touch normally costs less than its 512 base pages'; one that takes longer than
@@ -76,16 +76,20 @@ def _touch_huge_pages(buf: mmap.mmap, out: np.ndarray) -> None:
                 return
 
 
+def mapping_of(data: np.ndarray) -> np.ndarray:
+    """The array over a whole mapping that `data` (a view of it) looks into."""
+    while isinstance(data.base, np.ndarray):
+        data = data.base
+    return data
+
+
 def huge_pages_later(data: np.ndarray) -> threading.Thread | None:
     """Starts a background thread that makes huge pages of the whole 2 MB ranges of `data` (a view of
     `anonymous_bytes`' memory, written already) that are not yet; returns it, or None where there
     is nothing to do or no way to do it (not Linux, too small, or memory a parent process made before
     a fork).  Contents stay as they are; readers of a range wait a moment while it is copied.  The
     thread holds `data` until it ends (~5 ms per 2 MB at worst)."""
-    root = data
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    if root.__array_interface__["data"][0] not in _made_here:
+    if mapping_of(data).__array_interface__["data"][0] not in _made_here:
         return None
     if not HUGE_PAGES or not sys.platform.startswith("linux") or data.nbytes < HUGE_PAGE_BYTES:
         return None

@@ -16,7 +16,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 import numpy as np
 
 from edgelm.gguf.constants import GGMLType
-from edgelm.kernels.arena import anonymous_bytes, huge_pages_later
+from edgelm.kernels.arena import anonymous_bytes, huge_pages_later, mapping_of
 from edgelm.kernels.composite import DecoderBlock, QKVWeights, Rope
 from edgelm.kernels.ops import BACKENDS, Ops
 from edgelm.kernels.packed import Layout, PackedTensor, Weight
@@ -122,13 +122,7 @@ class NativeOps:
     def settle(self, weights: Sequence[Weight]) -> None:
         """Huge pages, in a background thread, for the mappings of the repacked ones among `weights`
         that got base pages at load."""
-        arenas: dict[int, np.ndarray] = {}
-        for w in weights:
-            if isinstance(w, PackedTensor):
-                root = w.data
-                while isinstance(root.base, np.ndarray):
-                    root = root.base
-                arenas[id(root)] = root
+        arenas = {id(a): a for a in (mapping_of(w.data) for w in weights if isinstance(w, PackedTensor))}
         for arena in arenas.values():
             huge_pages_later(arena)
 
