@@ -386,7 +386,7 @@ def test_base_pages_become_huge_in_the_background_and_keep_their_bytes(monkeypat
     expected = a.copy()
     tail = a.__array_interface__["data"][0] + 6 * page
     before = _vma_field(tail, "AnonHugePages")
-    thread = arena.huge_pages_later(a[page:])  # a view, as the model's tensors are
+    thread = arena.huge_pages_later(a[page:], delay_s=0.0)  # a view, as the model's tensors are
     assert thread is not None
     thread.join(timeout=30)
     assert not thread.is_alive()
@@ -439,7 +439,18 @@ def test_a_forked_child_leaves_its_parents_pages_shared(monkeypatch) -> None:
     finally:
         os.close(r)
         os.waitpid(pid, 0)
-    thread = arena.huge_pages_later(a)  # the parent made them: it may
+    thread = arena.huge_pages_later(a, delay_s=0.0)  # the parent made them: it may
     assert thread is not None or not arena.HUGE_PAGES
     if thread is not None:
         thread.join(timeout=30)
+
+
+def test_huge_pages_can_be_turned_off() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import edgelm.kernels.arena as a; print(a.HUGE_PAGES)"
+    env = {**os.environ, "EDGELM_HUGE_PAGES": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

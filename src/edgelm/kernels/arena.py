@@ -11,7 +11,9 @@ On a virtual machine whose host has not backed the memory yet, a huge page takes
 (1.1 s for 0.37 GB): after a few such faults the rest of the mapping takes base pages, so a load
 never waits on that.  `huge_pages_later` then turns the base pages into huge ones in a background
 thread (MADV_COLLAPSE, Linux 6.1 and later) while the model already runs: that takes a core for
-about a second per 0.4 GB there (a decode step meanwhile ~45% slower), once per load.
+about a second per 0.4 GB there (a decode step meanwhile ~45% slower), once per load, so it waits
+two seconds first: a one-shot prompt is done by then and never pays.  EDGELM_HUGE_PAGES=0 keeps the
+weights on base pages.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ HUGE_PAGE_BYTES = 2 << 20
 # this (a host backing fresh memory) says the rest would too.
 SLOW_HUGE_FAULT_S = 0.002
 SLOW_HUGE_FAULTS = 3  # that many slow ones and the rest of the mapping takes base pages
-HUGE_PAGES = True  # ask for huge pages at all (the kernel may still give base pages)
+# Ask for huge pages at all (the kernel may still give base pages); EDGELM_HUGE_PAGES=0 says no.
+HUGE_PAGES = os.environ.get("EDGELM_HUGE_PAGES", "1") != "0"
+# `huge_pages_later` waits this long first: a short run (a one-shot prompt) ends before and never
+# pays for the copying, which on a virtual machine slows the model's steps while it lasts.
+LATER_DELAY_S = 2.0
 MADV_COLLAPSE = getattr(mmap, "MADV_COLLAPSE", 25)  # Linux 6.1's number, where mmap does not name it
 
 # Where the mappings this process made start.  A forked child shares its parent's pages: copying
@@ -83,12 +89,12 @@ def mapping_of(data: np.ndarray) -> np.ndarray:
     return data
 
 
-def huge_pages_later(data: np.ndarray) -> threading.Thread | None:
-    """Starts a background thread that makes huge pages of the whole 2 MB ranges of `data` (a view of
-    `anonymous_bytes`' memory, written already) that are not yet; returns it, or None where there
-    is nothing to do or no way to do it (not Linux, too small, or memory a parent process made before
-    a fork).  Contents stay as they are; readers of a range wait a moment while it is copied.  The
-    thread holds `data` until it ends (~5 ms per 2 MB at worst)."""
+def huge_pages_later(data: np.ndarray, delay_s: float = LATER_DELAY_S) -> threading.Thread | None:
+    """Starts a background thread that, after `delay_s`, makes huge pages of the whole 2 MB ranges of
+    `data` (a view of `anonymous_bytes`' memory, written already) that are not yet; returns it, or
+    None where there is nothing to do or no way to do it (not Linux, too small, or memory a parent
+    process made before a fork).  Contents stay as they are; readers of a range wait a moment while
+    it is copied.  The thread holds `data` until it ends (~5 ms per 2 MB at worst)."""
     if mapping_of(data).__array_interface__["data"][0] not in _made_here:
         return None
     if not HUGE_PAGES or not sys.platform.startswith("linux") or data.nbytes < HUGE_PAGE_BYTES:
@@ -107,6 +113,7 @@ def huge_pages_later(data: np.ndarray) -> threading.Thread | None:
 
     def collapse() -> None:
         _ = data  # keeps the mapping alive while its pages are in hand
+        time.sleep(delay_s)
         # part of it may have been told to take base pages at load: huge ones are welcome now
         if madvise(ranges[0], len(ranges) * HUGE_PAGE_BYTES, mmap.MADV_HUGEPAGE) != 0:
             return
