@@ -454,3 +454,21 @@ def test_huge_pages_can_be_turned_off() -> None:
     env = {**os.environ, "EDGELM_HUGE_PAGES": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_memory_dropped_before_its_huge_pages_is_left_alone() -> None:
+    import gc
+    import weakref
+
+    from edgelm.kernels import arena
+
+    a = arena.anonymous_bytes(4 * arena.HUGE_PAGE_BYTES)
+    gone = weakref.ref(a)
+    thread = arena.huge_pages_later(a[1:], delay_s=0.5)
+    if thread is None:
+        pytest.skip("no huge pages later here")
+    del a
+    gc.collect()
+    assert gone() is None  # the waiting thread does not hold the mapping
+    thread.join(timeout=30)
+    assert not thread.is_alive()

@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -94,7 +95,8 @@ def huge_pages_later(data: np.ndarray, delay_s: float = LATER_DELAY_S) -> thread
     `data` (a view of `anonymous_bytes`' memory, written already) that are not yet; returns it, or
     None where there is nothing to do or no way to do it (not Linux, too small, or memory a parent
     process made before a fork).  Contents stay as they are; readers of a range wait a moment while
-    it is copied.  The thread holds `data` until it ends (~5 ms per 2 MB at worst)."""
+    it is copied.  A mapping dropped during the wait is left alone; one in hand is held until the
+    thread ends (~5 ms per 2 MB at worst)."""
     if mapping_of(data).__array_interface__["data"][0] not in _made_here:
         return None
     if not HUGE_PAGES or not sys.platform.startswith("linux") or data.nbytes < HUGE_PAGE_BYTES:
@@ -111,9 +113,13 @@ def huge_pages_later(data: np.ndarray, delay_s: float = LATER_DELAY_S) -> thread
     if not ranges:
         return None
 
+    owner = weakref.ref(mapping_of(data))  # the wait does not keep a dropped model's memory
+
     def collapse() -> None:
-        _ = data  # keeps the mapping alive while its pages are in hand
         time.sleep(delay_s)
+        held = owner()  # the mapping stays while its pages are in hand
+        if held is None:
+            return
         # part of it may have been told to take base pages at load: huge ones are welcome now
         if madvise(ranges[0], len(ranges) * HUGE_PAGE_BYTES, mmap.MADV_HUGEPAGE) != 0:
             return
