@@ -161,8 +161,8 @@ struct r16_piece {
 struct r16_shared_task {
     struct matmul_args m[SHARED_MAX];
     r16_groups_fn fn[SHARED_MAX];
-    /* many tokens: chunks of per[i] groups, matrix i's from first_chunk[i] */
-    long long per[SHARED_MAX], n_groups[SHARED_MAX], first_chunk[SHARED_MAX + 1];
+    /* many tokens: chunks of R16_GEMM_GROUPS groups, matrix i's from first_chunk[i] */
+    long long n_groups[SHARED_MAX], first_chunk[SHARED_MAX + 1];
     /* few tokens (n_pieces > 0): the chunks as listed */
     int n_pieces;
     struct r16_piece pieces[STREAM_MAX_CHUNKS];
@@ -178,8 +178,8 @@ static void r16_shared_chunk(void *ctx, long long chunk, int ith) {
     }
     int i = 0;
     while (chunk >= st->first_chunk[i + 1]) i++;
-    const long long g0 = (chunk - st->first_chunk[i]) * st->per[i];
-    const long long g1 = g0 + st->per[i] < st->n_groups[i] ? g0 + st->per[i] : st->n_groups[i];
+    const long long g0 = (chunk - st->first_chunk[i]) * R16_GEMM_GROUPS;
+    const long long g1 = g0 + R16_GEMM_GROUPS < st->n_groups[i] ? g0 + R16_GEMM_GROUPS : st->n_groups[i];
     st->fn[i](&st->m[i], g0, g1);
 }
 
@@ -213,8 +213,7 @@ static void r16_run(struct exec *ex, const struct kernel_table *kt, const struct
         st.m[i] = (struct matmul_args){w, a, ys[i], w->n_rows};
         st.fn[i] = kt->r16[w->type];
         st.n_groups[i] = w->n_rows / R16_ROWS;
-        st.per[i] = R16_GEMM_GROUPS;
-        st.first_chunk[i + 1] = st.first_chunk[i] + (st.n_groups[i] + st.per[i] - 1) / st.per[i];
+        st.first_chunk[i + 1] = st.first_chunk[i] + (st.n_groups[i] + R16_GEMM_GROUPS - 1) / R16_GEMM_GROUPS;
     }
     if (a->n_tok < kt->gemm_min_tokens) {
         st.n_pieces = guided_pieces(&st, ws, n, nth);

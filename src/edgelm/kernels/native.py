@@ -120,8 +120,8 @@ class NativeOps:
         return [packed.get(id(w), w) for w in weights]
 
     def settle(self, weights: Sequence[Weight]) -> None:
-        """Huge pages, in a background thread, for the mappings of the repacked ones among `weights`
-        that got base pages at load."""
+        """Moves the mappings of the repacked ones among `weights` onto huge pages in a background
+        thread (`arena.huge_pages_later`; ranges that got them at load are left as they are)."""
         arenas = {id(a): a for a in (mapping_of(w.data) for w in weights if isinstance(w, PackedTensor))}
         for arena in arenas.values():
             huge_pages_later(arena)
