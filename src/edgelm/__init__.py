@@ -4,6 +4,7 @@ from edgelm.api.model import Model, PromptTooLongError, load
 from edgelm.errors import EdgelmError, ModelFileError
 from edgelm.runtime.generate import GenerationChunk, GenerationResult, Timings
 from edgelm.runtime.sampling import SamplingParams
+from edgelm.tokenizer import Tokenizer
 
 __all__ = [
     "EdgelmError",
@@ -14,6 +15,7 @@ __all__ = [
     "PromptTooLongError",
     "SamplingParams",
     "Timings",
+    "Tokenizer",
     "load",
 ]
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ from edgelm.models.transformer import Transformer
 from edgelm.runtime.generate import GenerationChunk, GenerationResult, Timings, stream_chunks
 from edgelm.runtime.sampling import InvalidParamError, LogitsProcessor, Sampler, SamplingParams, make_sampler
 from edgelm.runtime.stop import StopChecker
+from edgelm.store import resolve_model
 from edgelm.tokenizer import Tokenizer
 
 __all__ = ["DEFAULT_N_CTX", "GenerationStream", "Model", "PromptTooLongError", "load"]
@@ -33,14 +34,17 @@ class PromptTooLongError(EdgelmError, ValueError):
     """The prompt does not fit in the context."""
 
 
-def load(path: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: int | None = None) -> Model:
+def load(model: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: int | None = None) -> Model:
     """Open a GGUF model: weights memory-mapped in their quantized form, tokenizer from its metadata.
 
-    `n_ctx` defaults to min(the model's context, 4096); the KV cache is sized from it.
+    `model` is a path, or a model's name (`"smollm2-135m-instruct"`, `"hf:OWNER/REPO/FILE.gguf"`,
+    `"OWNER/REPO:Q4_K_M"`): a stored model, else pulled into the store first. A path that exists is
+    always a path. `n_ctx` defaults to min(the model's context, 4096); the KV cache is sized from it.
     """
     for field, value in (("n_ctx", n_ctx), ("n_threads", n_threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidParamError(field, value, "must be a positive integer")
+    path = resolve_model(model)
     t0 = time.perf_counter()
     mf = ModelFile.open(path)
     ops = select_ops(n_threads=n_threads)
@@ -121,6 +125,22 @@ class Model:
                 )
             ids = ids[len(ids) - limit :]
         return ids
+
+    def tokenize(self, text: str | bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of `text` (bytes are read as UTF-8): BOS first if the model wants one and
+        `add_bos`; special tokens written in the text are parsed only when `special`."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidParamError(
+                    "text", text[:16], f"is not UTF-8 ({e.reason} at byte {e.start})"
+                ) from None
+        return self.tokenizer.encode(text, add_special=add_bos, parse_special=special)
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """The text of token ids; special tokens (BOS, end of turn) are left out unless `special`."""
+        return self.tokenizer.decode(list(ids), special=special)
 
     # -- generation ----------------------------------------------------------------------------
 

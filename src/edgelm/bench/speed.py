@@ -146,6 +146,28 @@ def _ratio(metric: str, ours: float, theirs: float) -> float:
     return theirs / ours if metric in LOWER_IS_BETTER else ours / theirs
 
 
+def _cases(models: tuple[str, ...], quants: tuple[str, ...], cache_dir: Path, log) -> list[SpeedCase]:
+    """A synth preset gives one random-weight file per quantization (written once); a stored model's
+    name or a .gguf path is one real file, measured as it is."""
+    from edgelm.convert.presets import PRESETS
+    from edgelm.store import ModelStore, resolve_model
+
+    cases = []
+    for model in models:
+        if model in PRESETS:
+            for quant in quants:
+                path = cache_dir / f"{model}-{quant}.gguf"
+                if not path.exists():
+                    log(f"writing {path.name} ...")
+                    synthesize(model, quant, path)
+                cases.append(SpeedCase(model, quant, path))
+            continue
+        path = resolve_model(model)
+        stored = ModelStore().get(model)
+        cases.append(SpeedCase(model, stored.quant.lower() if stored else "file", path))
+    return cases
+
+
 def run_speed(
     models: tuple[str, ...] = DEFAULT_MODELS,
     quants: tuple[str, ...] = DEFAULT_QUANTS,
@@ -165,41 +187,34 @@ def run_speed(
     bandwidth = measure_bandwidth(threads)
     log(f"memory read bandwidth ({threads} threads): {bandwidth / 1e9:.1f} GB/s")
     results = []
-    for model in models:
-        for quant in quants:
-            path = cache_dir / f"{model}-{quant}.gguf"
-            if not path.exists():
-                log(f"writing {path.name} ...")
-                synthesize(model, quant, path)
-            case = SpeedCase(model, quant, path)
-            n_bytes = decode_bytes_per_token(path)
-            row = {
-                "model": model,
-                "quant": quant,
-                "file_mb": path.stat().st_size / 1e6,
-                "decode_bytes_per_token": n_bytes,
-                "rss_limit_mb": rss_limit_mb(path),
-            }
-            # The machine's bandwidth drifts over minutes: each engine's bound comes from probes
-            # taken just before and just after its own measurement.
-            probes = [_probe_bandwidth(threads)]
-            for engine in ENGINES:
-                log(f"measuring {engine} on {path.name} ...")
-                row[engine] = _measure(engine, case, threads, n_prompt, n_gen, reps)
-                probes.append(_probe_bandwidth(threads))
-            row["bandwidth_gb_s"] = {
-                "edgelm": (probes[0] + probes[1]) / 2e9,
-                "llama.cpp": (probes[1] + probes[2]) / 2e9,
-            }
-            bound = {e: row["bandwidth_gb_s"][e] * 1e9 / n_bytes for e in ("edgelm", "llama.cpp")}
-            row["decode_bound_tok_s"] = bound
-            ours, theirs = row["edgelm"], row["llama.cpp"]
-            row["ratio"] = {m: _ratio(m, ours.get(m, 0.0), theirs.get(m, 0.0)) for m in METRICS}
-            row["bound_share"] = {
-                e: row[e].get("decode_tok_s", 0.0) / bound[e] for e in ("edgelm", "llama.cpp")
-            }
-            results.append(row)
-            log(format_row(row))
+    for case in _cases(models, quants, cache_dir, log):
+        model, quant, path = case.model, case.quant, case.path
+        n_bytes = decode_bytes_per_token(path)
+        row = {
+            "model": model,
+            "quant": quant,
+            "file_mb": path.stat().st_size / 1e6,
+            "decode_bytes_per_token": n_bytes,
+            "rss_limit_mb": rss_limit_mb(path),
+        }
+        # The machine's bandwidth drifts over minutes: each engine's bound comes from probes
+        # taken just before and just after its own measurement.
+        probes = [_probe_bandwidth(threads)]
+        for engine in ENGINES:
+            log(f"measuring {engine} on {path.name} ...")
+            row[engine] = _measure(engine, case, threads, n_prompt, n_gen, reps)
+            probes.append(_probe_bandwidth(threads))
+        row["bandwidth_gb_s"] = {
+            "edgelm": (probes[0] + probes[1]) / 2e9,
+            "llama.cpp": (probes[1] + probes[2]) / 2e9,
+        }
+        bound = {e: row["bandwidth_gb_s"][e] * 1e9 / n_bytes for e in ("edgelm", "llama.cpp")}
+        row["decode_bound_tok_s"] = bound
+        ours, theirs = row["edgelm"], row["llama.cpp"]
+        row["ratio"] = {m: _ratio(m, ours.get(m, 0.0), theirs.get(m, 0.0)) for m in METRICS}
+        row["bound_share"] = {e: row[e].get("decode_tok_s", 0.0) / bound[e] for e in ("edgelm", "llama.cpp")}
+        results.append(row)
+        log(format_row(row))
     notes = sorted({row[e]["note"] for row in results for e in ENGINES if "note" in row[e]})
     report = {
         "cpu": cpu_name(),

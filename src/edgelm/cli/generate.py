@@ -64,8 +64,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import edgelm
 
     model = edgelm.load(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    if args.raw or model.tokenizer.vocab.chat_template is None:
+        chunks = model.stream_generate(args.prompt, **_sampling(args))
+    else:
+        chunks = model.stream_chat([{"role": "user", "content": args.prompt}], **_sampling(args))
     try:
-        _, timings = _stream(model.stream_generate(args.prompt, **_sampling(args)), sys.stdout)
+        _, timings = _stream(chunks, sys.stdout)
     except KeyboardInterrupt:
         print("\n[interrupted]", file=sys.stderr)
         return 130

@@ -8,20 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from edgelm.cli.generate import add_sampling_args, cmd_chat, cmd_run
+from edgelm.cli.store import add_store_commands, human_bytes
 from edgelm.errors import EdgelmError
 
 __all__ = ["main"]
 
+MODEL_HELP = "a .gguf file, or a model's name (edgelm list --available), pulled on first use"
 QUANT_CHOICES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
-
-
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def _human_count(n: int) -> str:
@@ -48,9 +41,10 @@ def kernel_description() -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edgelm.models.summary import summarize
+    from edgelm.store import resolve_model
 
-    s = summarize(args.model)
-    print(f"file:          {s.path} ({_human_bytes(s.file_size)}, GGUF v{s.gguf_version})")
+    s = summarize(resolve_model(args.model))
+    print(f"file:          {s.path} ({human_bytes(s.file_size)}, GGUF v{s.gguf_version})")
     print(f"name:          {s.name or '-'}")
     print(f"architecture:  {s.arch or '-'}")
     print(f"parameters:    {_human_count(s.n_params)} ({s.n_params:,})")
@@ -71,7 +65,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for share in s.quant_mix:
         pct = 100.0 * share.n_bytes / max(1, sum(x.n_bytes for x in s.quant_mix))
         print(
-            f"  {share.type_name:<6} {share.n_tensors:>5} tensors  {_human_bytes(share.n_bytes):>9}  "
+            f"  {share.type_name:<6} {share.n_tensors:>5} tensors  {human_bytes(share.n_bytes):>9}  "
             f"{pct:5.1f}%  {_human_count(share.n_params):>7} params"
         )
     if s.problem is not None:
@@ -111,7 +105,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         bar.close()
     print(
         f"wrote {r.path}: {r.config.arch} like {args.like}, {_human_count(r.n_params)} params, "
-        f"{args.quant}, {_human_bytes(r.n_bytes)}"
+        f"{args.quant}, {human_bytes(r.n_bytes)}"
     )
     return 0
 
@@ -126,7 +120,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         r = quantize_file(args.input, args.output, args.type, on_tensor=lambda t: bar.update())
     finally:
         bar.close()
-    print(f"wrote {r.path}: {_human_bytes(r.in_bytes)} -> {_human_bytes(r.out_bytes)} ({args.type})")
+    print(f"wrote {r.path}: {human_bytes(r.in_bytes)} -> {human_bytes(r.out_bytes)} ({args.type})")
     return 0
 
 
@@ -159,15 +153,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if not Path(args.model).is_file():
+    from edgelm.store import resolve_model
+
+    path = resolve_model(args.model)  # a name is pulled now, before the port is bound
+    if not path.is_file():
         raise ValueError(f"{args.model}: no such file")
     app = create_app(
-        args.model,
+        path,
         api_key=args.api_key or None,
         n_slots=args.slots,
         n_ctx=args.ctx,
         max_queue=args.max_queue,
-        model_name=args.model_name,
+        model_name=args.model_name or (None if Path(args.model).exists() else args.model),
         n_threads=args.threads,
     )
     serve(app, host=args.host, port=args.port)
@@ -181,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe a GGUF model file")
-    info.add_argument("model", help="path to a .gguf file")
+    info.add_argument("model", help=MODEL_HELP)
     info.set_defaults(func=cmd_info)
 
     synth = sub.add_parser("synth", help="write a random-weight model with the shapes of a real one")
@@ -195,13 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_synth)
 
     run = sub.add_parser("run", help="generate text from a prompt, streamed, then timings")
-    run.add_argument("model")
+    run.add_argument("model", help=MODEL_HELP)
     run.add_argument("-p", "--prompt", required=True)
+    run.add_argument(
+        "--raw",
+        action="store_true",
+        help="complete the prompt as it is (default: as a user message through the model's chat template, "
+        "where the model has one)",
+    )
     add_sampling_args(run)
     run.set_defaults(func=cmd_run)
 
     chat = sub.add_parser("chat", help="interactive chat through the model's chat template")
-    chat.add_argument("model")
+    chat.add_argument("model", help=MODEL_HELP)
     chat.add_argument("--system", default=None, help="a system message")
     chat.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
     add_sampling_args(chat)
@@ -211,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     speed = bench_sub.add_parser("speed", help="prefill/decode speed, first-token latency, memory")
     speed.add_argument(
-        "--models", default="smollm2-135m,qwen2.5-0.5b,llama-3.2-1b", help="comma-separated presets"
+        "--models",
+        default="smollm2-135m,qwen2.5-0.5b,llama-3.2-1b",
+        help="comma-separated synth presets (random weights, written per quant) or stored model names "
+        "and .gguf files (measured as they are)",
     )
     speed.add_argument("--quants", default="q8_0,q4_k_m", help="comma-separated quantizations")
     speed.add_argument("--threads", type=int, default=2)
@@ -223,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.set_defaults(func=cmd_bench_speed)
 
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/chat/completions, ...)")
-    srv.add_argument("model", help="path to a .gguf file")
+    srv.add_argument("model", help=MODEL_HELP)
     srv.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -239,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model-name", default=None, help="the id clients send as `model` (default: file stem)")
     srv.add_argument("--threads", type=int, default=None)
     srv.set_defaults(func=cmd_serve)
+
+    add_store_commands(sub)
 
     quant = sub.add_parser("quantize", help="quantize a model file to a smaller type")
     quant.add_argument("input")
