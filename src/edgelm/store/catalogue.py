@@ -56,7 +56,10 @@ class RegistryFile:
 
     @property
     def ref(self) -> str:
-        return "pypi:" + ",".join(p.requirement for p in self.parts)
+        if len(self.parts) == 1:
+            return f"pypi:{self.parts[0].requirement}"
+        head = self.checksums.requirement if self.checksums else self.parts[0].requirement
+        return f"pypi:{head} ({len(self.parts)} part wheels)"
 
 
 @dataclass(frozen=True)
