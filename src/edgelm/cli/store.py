@@ -34,13 +34,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from edgelm.store.progress import TerminalProgress
 
     store = ModelStore()
-    status = 0
     for name in args.names:
         ref = parse_ref(name)
-        with TerminalProgress(ref.name if ref else name) as events:
+        stored = store.get(name) is not None
+        source = ref.source if ref else None
+        with TerminalProgress(
+            ref.name if ref else name, source=source, quiet=ref is None or stored
+        ) as events:
             m = store.pull(name, events, force=args.force)
         print(f"{m.name}: {human_bytes(m.size)}, {m.quant}, {m.arch}, sha256 {m.sha256[:12]}, {m.path}")
-    return status
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

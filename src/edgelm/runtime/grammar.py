@@ -63,10 +63,10 @@ _PENALTY: Final = np.where(
 ).astype(np.float32)  # (256, 8)
 
 # Budget (in tokens): the shortest completion (`plan`) is searched every CHECK_EVERY tokens, and at every
-# token once the budget left is <= 2 * plan + 1 + MARGIN + zone + CHECK_EVERY. Within plan + 1 + MARGIN +
-# zone, tokens that could open new JSON structure are banned (so the plan cannot jump by more than the
-# zone); within plan + 1 + MARGIN, the plan is forced. The zone starts at ZONE and grows to the largest
-# growth of the plan seen between two searches.
+# token once the budget left is <= 2 * plan + 1 + MARGIN + zone + CHECK_EVERY; within plan + 1 + MARGIN +
+# zone, the plan is forced. The zone starts at ZONE and grows to the largest growth of the plan seen
+# between two searches. (Where a plan is only hinted, tokens that could open new JSON structure are banned
+# once the budget comes within that distance of it.)
 _CHECK_EVERY: Final = 8
 _MARGIN: Final = 8
 _ZONE: Final = 24
@@ -488,7 +488,10 @@ class GrammarProcessor:
                 if self._hint is not None:  # how much the plan grew beyond the tokens spent since
                     self._zone = max(self._zone, k - len(self._hint) + self._hint_left - left)
                 self._hint, self._hint_left = plan, left
-                if k + 1 + _MARGIN >= left:
+                # Forced from plan + 1 + MARGIN + zone on: a choice between alternatives (an `anyOf`
+                # branch, a longer enum value) can grow the plan by more than MARGIN in one token,
+                # and no opening-token ban prevents that.
+                if k + 1 + _MARGIN + self._zone >= left:
                     self._plan, self._plan_pos = plan, 0
                 else:
                     window = 2 * k + 1 + _MARGIN + self._zone + _CHECK_EVERY

@@ -61,7 +61,7 @@ def resolve_model(
         raise StoreError(f"{text}: not in the store (edgelm pull {text})")
     from edgelm.store.progress import TerminalProgress
 
-    with TerminalProgress(ref.name) as events:
+    with TerminalProgress(ref.name, source=ref.source) as events:
         pulled = store.pull(text, events)
     store.touch(pulled)
     return pulled.path

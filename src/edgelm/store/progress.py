@@ -15,13 +15,20 @@ _STAGE_TEXT = {"download": "pulling", "unpack": "unpacking", "verify": "verifyin
 class TerminalProgress:
     """PullEvents that draw one bar per stage; a context manager (the bar ends with it)."""
 
-    def __init__(self, name: str, *, enabled: bool | None = None) -> None:
+    def __init__(
+        self, name: str, *, enabled: bool | None = None, source: str | None = None, quiet: bool = False
+    ) -> None:
         self.name = name
+        self.source = source
+        self.quiet = quiet  # no opening line (a name already stored, or not a name at all)
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._progress: Any = None
         self._task: Any = None
 
     def __enter__(self) -> PullEvents:
+        where = f" from {self.source}" if self.source else ""
+        if not self.quiet:
+            print(f"pulling {self.name}{where}", file=sys.stderr, flush=True)
         if self.enabled:
             try:
                 from rich.console import Console
