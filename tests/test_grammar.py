@@ -233,6 +233,44 @@ def test_budget_holds_when_the_model_keeps_opening_structure(small: edgelm.Model
             _check(text, NESTED)
 
 
+BRANCHES = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {"k": {"const": "a"}},
+            "required": ["k"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"k": {"const": "b" + "-xyz" * 20}},
+            "required": ["k"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+def test_budget_holds_when_the_model_prefers_a_longer_alternative(small: edgelm.Model) -> None:
+    """Logits that favour the long branch of an `anyOf`: choosing it grows the closing plan by far more
+    than the margin in one token, so near the end of the budget only tokens after which a complete
+    output still fits are kept."""
+    tok = small.tokenizer
+    grammar = Grammar.json_schema(BRANCHES, tok, compact=True)
+    n_min = grammar.min_tokens()
+    assert n_min is not None
+    pieces = [tok.token_to_piece(i) for i in range(tok.vocab_size)]
+    bias = np.array([8.0 if b"b" in p else 0.0 for p in pieces], dtype=np.float32)
+    long_ends = 0
+    for seed in range(4):
+        for max_tokens in (n_min + 1, n_min + 6, n_min + 12, 200):
+            text, ended = _random_walk(tok, grammar, seed, max_tokens, bias)
+            assert ended, (seed, max_tokens, text)
+            _check(text, BRANCHES)
+            long_ends += json.loads(text)["k"] != "a"
+    assert long_ends >= 4  # with room, the preferred branch is still taken
+
+
 def test_compact_json_has_no_whitespace(qwen: edgelm.Model) -> None:
     grammar = Grammar.json_schema(PERSON, qwen.tokenizer, compact=True)
     text, ended = _random_walk(qwen.tokenizer, grammar, 0, max_tokens=50)

@@ -63,13 +63,15 @@ _PENALTY: Final = np.where(
 ).astype(np.float32)  # (256, 8)
 
 # Budget (in tokens): the shortest completion (`plan`) is searched every CHECK_EVERY tokens, and at every
-# token once the budget left is <= 2 * plan + 1 + MARGIN + zone + CHECK_EVERY; within plan + 1 + MARGIN +
-# zone, the plan is forced. The zone starts at ZONE and grows to the largest growth of the plan seen
-# between two searches. (Where a plan is only hinted, tokens that could open new JSON structure are banned
-# once the budget comes within that distance of it.)
+# token once the budget left is <= 2 * plan + 1 + MARGIN + zone + CHECK_EVERY. Within plan + 1 + MARGIN +
+# zone, tokens that could open new JSON structure are banned, and of the LOOKAHEAD most likely tokens only
+# those after which the plan still fits are kept (so the plan cannot outgrow the budget); within
+# plan + 1 + MARGIN, the plan is forced. The zone starts at ZONE and grows to the largest
+# growth of the plan seen between two searches.
 _CHECK_EVERY: Final = 8
 _MARGIN: Final = 8
 _ZONE: Final = 24
+_LOOKAHEAD: Final = 4  # candidates checked per token near the end of the budget
 _MAX_PLAN_BYTES: Final = 2048
 
 # The order in which the shortest-completion search tries bytes: closing brackets, a separator, the
@@ -397,6 +399,7 @@ class GrammarProcessor:
             hint = self._hint
             if hint and self.grammar.is_json and left <= len(hint) + 1 + _MARGIN + self._zone:
                 self._wind_down(logits, hint[0])
+                self._keep_fitting(logits, left)
             return logits
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -488,10 +491,7 @@ class GrammarProcessor:
                 if self._hint is not None:  # how much the plan grew beyond the tokens spent since
                     self._zone = max(self._zone, k - len(self._hint) + self._hint_left - left)
                 self._hint, self._hint_left = plan, left
-                # Forced from plan + 1 + MARGIN + zone on: a choice between alternatives (an `anyOf`
-                # branch, a longer enum value) can grow the plan by more than MARGIN in one token,
-                # and no opening-token ban prevents that.
-                if k + 1 + _MARGIN + self._zone >= left:
+                if k + 1 + _MARGIN >= left:
                     self._plan, self._plan_pos = plan, 0
                 else:
                     window = 2 * k + 1 + _MARGIN + self._zone + _CHECK_EVERY
@@ -516,6 +516,39 @@ class GrammarProcessor:
         n = min(logits.shape[0], ban.shape[0])
         np.add(logits[:n], ban[:n], out=logits[:n])
         logits[keep] = kept
+
+    def _keep_fitting(self, logits: np.ndarray, left: int) -> None:
+        """Near the end of the budget, keep only the LOOKAHEAD most likely tokens after which a complete
+        output (and its end of generation) still fits in the budget, in place. Choosing between
+        alternatives (an `anyOf` branch, a longer enum value) can grow the closing plan by more than
+        MARGIN in one token, which no opening-token ban prevents. If none fits, nothing changes here
+        (the plan, forced at the next token, is the last resort)."""
+        if self._bytes is None:
+            return
+        finite = np.flatnonzero(np.isfinite(logits))
+        if finite.size <= 1:
+            return
+        top = finite[np.argsort(-logits[finite], kind="stable")[:_LOOKAHEAD]]
+        hint = self._hint
+        # The plan's own next token fits when the plan does (no search needed).
+        follows = hint[0] if hint and len(hint) + 1 <= left else -1
+        keep = [int(t) for t in top if t == follows or self._completion_fits(int(t), left - 1)]
+        if keep:
+            self._only(logits, np.array(keep, dtype=np.int64))
+
+    def _completion_fits(self, tok: int, left_after: int) -> bool:
+        """Whether, after `tok`, a complete output and its end of generation fit in `left_after` tokens."""
+        vocab = self._vocab
+        if tok in vocab.eog_set:
+            return self._matcher.is_accepting()
+        assert self._bytes is not None
+        piece = vocab.pieces[tok] if tok < len(vocab.pieces) else b""
+        twin = self._bytes.deep_copy()
+        if not twin.consume_tokens(list(piece)):
+            return False
+        plan = shortest_completion(twin, self._scan.after(piece) if self.grammar.is_json else None)
+        ids = None if plan is None else vocab.encode(plan)
+        return ids is not None and len(ids) + 1 <= left_after
 
     def _closing_plan(self) -> list[int] | None:
         """Tokens that complete the grammar from here, as few as the greedy byte search finds."""
