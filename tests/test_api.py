@@ -168,3 +168,16 @@ def test_cli_chat_ctrl_c_stops_the_reply_not_the_program(tiny_model, capsys, mon
     assert [m["role"] for m in replies[1]] == ["user", "assistant", "user"]
     after = real.generate("abc", max_tokens=4, temperature=0)
     assert after.finish_reason == "length"  # the model is still usable
+
+
+def test_tokenize_and_detokenize_as_llama_cpp_python_users_expect(model) -> None:
+    tok = model.tokenizer
+    assert edgelm.Tokenizer is type(tok)
+    text = "Hello world, héllo"
+    ids = model.tokenize(text)
+    assert ids == tok.encode(text, add_special=True, parse_special=False)
+    assert model.tokenize(text.encode()) == ids  # bytes, as llama-cpp-python takes them
+    assert model.tokenize(text, add_bos=False) == tok.encode(text, add_special=False)
+    assert model.detokenize(ids) == tok.decode(ids) and text in model.detokenize(ids)
+    with pytest.raises(edgelm.EdgelmError, match="text=.*not UTF-8"):
+        model.tokenize(b"\xff\xfe bad")

@@ -72,3 +72,34 @@ def test_ci_builds_llama_cpp_with_the_same_flags() -> None:
 
     ci = (REPO / ".ci" / "run").read_text()
     assert f"export CMAKE_ARGS='{rival.AMX_FREE_CMAKE_ARGS}'" in ci
+
+
+def test_speed_cases_take_presets_paths_and_stored_names(tmp_path, tiny_model, monkeypatch) -> None:
+    """A preset is written per quantization; a .gguf path and a stored model's name are measured as they
+    are (the name resolved through the store, its quantization from the store)."""
+    import shutil
+
+    from edgelm.bench.speed import _cases
+    from edgelm.store import ModelStore
+
+    home = tmp_path / "store"
+    monkeypatch.setenv("EDGELM_HOME", str(home))
+    file = tiny_model("tiny-llama", "q4_0")
+    blob = home / "blobs" / "sha256-0.gguf"
+    blob.parent.mkdir(parents=True)
+    shutil.copy(file, blob)
+    (home / "manifests").mkdir()
+    stored = {"name": "hf:me/tiny:q4_0", "path": "blobs/sha256-0.gguf", "size": blob.stat().st_size}
+    stored |= {"sha256": "0", "quant": "Q4_0", "arch": "llama", "source": "hf:me/tiny/t.gguf"}
+    stored |= {"pulled_at": 0.0, "last_used": None}
+    (home / "manifests" / "hf%3Ame%2Ftiny%3Aq4_0.json").write_text(json.dumps(stored))
+    assert ModelStore().get("me/tiny:q4_0") is not None
+    cases = _cases(("tiny-llama", str(file), "me/tiny:Q4_0"), ("q8_0", "f16"), tmp_path, lambda s: None)
+    assert [(c.model, c.quant) for c in cases] == [
+        ("tiny-llama", "q8_0"),
+        ("tiny-llama", "f16"),
+        (str(file), "file"),
+        ("me/tiny:Q4_0", "q4_0"),
+    ]
+    assert cases[2].path == file and cases[3].path == blob
+    assert (tmp_path / "tiny-llama-f16.gguf").is_file()

@@ -263,3 +263,20 @@ def test_smollm2_turns_a_command_into_a_json_action(smollm2_client, command: str
         response_format={"type": "json_schema", "json_schema": {"name": "action", "schema": SMART_HOME}},
     )
     assert json.loads(r.choices[0].message.content) == {"device": "kitchen light", "action": "on"}
+
+
+def test_cli_run_by_name_uses_the_chat_template_unless_raw(
+    real_store: ModelStore, real_model: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from edgelm.cli.main import main
+
+    real_model(SMOLLM2)
+    monkeypatch.setenv("EDGELM_HOME", str(real_store.home))
+    model = edgelm.load(real_model(SMOLLM2), n_ctx=512)
+    question = "Name the capital of France."
+    assert main(["run", SMOLLM2, "-p", question, "--temp", "0", "-n", "24", "--ctx", "512"]) == 0
+    chat = model.chat([{"role": "user", "content": question}], max_tokens=24, temperature=0).text
+    assert capsys.readouterr().out == chat + "\n" and "Paris" in chat
+    assert main(["run", SMOLLM2, "-p", question, "--temp", "0", "-n", "24", "--raw", "--threads", "1"]) == 0
+    raw = model.generate(question, max_tokens=24, temperature=0).text
+    assert capsys.readouterr().out == raw + "\n" and raw != chat

@@ -477,3 +477,15 @@ def test_list_available_names_the_catalogue(home: Path, capsys: pytest.CaptureFi
     for name in CATALOGUE:
         assert name in out
     assert "smollm2-135m-instruct:q4_1 (default)" in out
+
+
+def test_two_pulls_at_once_fetch_once(home: Path, hub: HubServer) -> None:
+    """A second process pulling the same name waits for the first and takes its file."""
+    env = {**os.environ, "EDGELM_HOME": str(home), "HF_ENDPOINT": hub.url}
+    cmd = [sys.executable, "-m", "edgelm.cli.main", "pull", f"hf:{REPO_ID}/tiny-Q4_K_M.gguf"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert len(hub.blob_gets()) == 1
+    assert len(ModelStore().models()) == 1

@@ -213,6 +213,10 @@ class ModelStore:
                 events.on_stage(f"{have.path.name} is damaged (sha256 differs); fetching it again", None)
         self._writable()
         with self._lock(ref.name):
+            if have is None and not force:
+                done = self.get(ref.name)  # pulled by another process while this one waited
+                if done is not None:
+                    return done
             return self._pull_locked(ref, events)
 
     def _writable(self) -> None:
