@@ -179,5 +179,5 @@ def test_tokenize_and_detokenize_as_llama_cpp_python_users_expect(model) -> None
     assert model.tokenize(text.encode()) == ids  # bytes, as llama-cpp-python takes them
     assert model.tokenize(text, add_bos=False) == tok.encode(text, add_special=False)
     assert model.detokenize(ids) == tok.decode(ids) and text in model.detokenize(ids)
-    with pytest.raises(edgelm.EdgelmError, match="text=.*not UTF-8"):
+    with pytest.raises(edgelm.EdgelmError, match=r"text=.*not UTF-8"):
         model.tokenize(b"\xff\xfe bad")
