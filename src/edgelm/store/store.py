@@ -16,11 +16,11 @@ A name is canonical before it touches the disk: `smollm2-135m-instruct` is
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -50,9 +50,14 @@ _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def store_home() -> Path:
-    """Where the store lives: `$EDGELM_HOME`, else the platform's cache folder."""
+    """Where the store lives: `$EDGELM_HOME`, else the platform's cache folder ($XDG_CACHE_HOME or
+    ~/.cache on Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows)."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "edgelm"
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "edgelm" / "Cache"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "edgelm"
 
@@ -241,7 +246,12 @@ class ModelStore:
         except OSError as e:
             raise storage_error(e, path) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: pulls of one name are not serialized
+                fcntl = None
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
