@@ -181,3 +181,13 @@ def test_tokenize_and_detokenize_as_llama_cpp_python_users_expect(model) -> None
     assert model.detokenize(ids) == tok.decode(ids) and text in model.detokenize(ids)
     with pytest.raises(edgelm.EdgelmError, match=r"text=.*not UTF-8"):
         model.tokenize(b"\xff\xfe bad")
+
+
+def test_cli_version() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "edgelm.cli.main", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"edgelm {edgelm.__version__}"

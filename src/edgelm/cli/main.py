@@ -174,7 +174,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from edgelm.convert.presets import PRESETS
 
+    from edgelm import __version__
+
     p = argparse.ArgumentParser(prog="edgelm", description="Small language models on the device.")
+    p.add_argument("--version", action="version", version=f"edgelm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe a GGUF model file")
