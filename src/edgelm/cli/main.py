@@ -172,9 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgelm.convert.presets import PRESETS
-
     from edgelm import __version__
+    from edgelm.convert.presets import PRESETS
 
     p = argparse.ArgumentParser(prog="edgelm", description="Small language models on the device.")
     p.add_argument("--version", action="version", version=f"edgelm {__version__}")
