@@ -22,7 +22,16 @@ from edgelm.runtime.stop import StopChecker
 from edgelm.store import resolve_model
 from edgelm.tokenizer import Tokenizer
 
-__all__ = ["DEFAULT_N_CTX", "GenerationStream", "Model", "PromptTooLongError", "load"]
+__all__ = [
+    "DEFAULT_N_CTX",
+    "GenerationStream",
+    "Model",
+    "PromptTooLongError",
+    "available_memory",
+    "check_kv_memory",
+    "kv_cache_bytes",
+    "load",
+]
 
 DEFAULT_N_CTX = 4096
 
@@ -51,10 +60,49 @@ def load(model: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: 
     transformer = build_model(mf, ops)
     tokenizer = Tokenizer.from_metadata(mf.gguf.metadata, mf.path)
     n_ctx = n_ctx or min(mf.config.context_length, DEFAULT_N_CTX)
+    check_kv_memory(transformer, n_ctx)
     threads = getattr(ops, "n_threads", None) or n_threads or os.cpu_count() or 1
     model = Model(transformer, tokenizer, n_ctx, threads, 1000 * (time.perf_counter() - t0))
     _release_free_memory()  # heap the load allocated and freed
     return model
+
+
+def kv_cache_bytes(transformer: Transformer, n_ctx: int) -> int:
+    """Bytes of one sequence's KV cache of `n_ctx` tokens (f16; sliding-window layers hold their window)."""
+    cfg = transformer.config
+    per_token = cfg.n_kv_heads * (cfg.head_dim + cfg.head_dim_v) * 2
+    rows = sum(min(layer.window, n_ctx) if layer.window else n_ctx for layer in transformer.layers)
+    return rows * per_token
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_kv_memory(transformer: Transformer, n_ctx: int, n_seqs: int = 1) -> None:
+    """Refuse, before allocating, KV caches for `n_seqs` sequences of `n_ctx` tokens that the memory
+    available cannot hold."""
+    need = kv_cache_bytes(transformer, n_ctx) * n_seqs
+    have = available_memory()
+    if have is not None and need > have:
+        seqs = f" for {n_seqs} sequences" if n_seqs > 1 else ""
+        raise InvalidParamError(
+            "n_ctx",
+            n_ctx,
+            f"a KV cache of {n_ctx} tokens{seqs} needs {need / 1e9:.1f} GB, and {have / 1e9:.1f} GB of "
+            "memory is available: ask for a smaller context (--ctx)",
+        )
 
 
 def _release_free_memory() -> None:

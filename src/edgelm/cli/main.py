@@ -153,22 +153,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    import edgelm
+    from edgelm.api.model import check_kv_memory
     from edgelm.store import resolve_model
 
     path = resolve_model(args.model)  # a name is pulled now, before the port is bound
     if not path.is_file():
         raise ValueError(f"{args.model}: no such file")
+    # Loaded before the port is bound: a model that cannot load ends the process with its error.
+    model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
+    check_kv_memory(model.transformer, model.n_ctx, args.slots)
     app = create_app(
-        path,
+        model,
         api_key=args.api_key or None,
         n_slots=args.slots,
-        n_ctx=args.ctx,
         max_queue=args.max_queue,
-        model_name=args.model_name or (None if Path(args.model).exists() else args.model),
-        n_threads=args.threads,
+        model_name=args.model_name or (path.stem if Path(args.model).exists() else args.model),
     )
-    serve(app, host=args.host, port=args.port)
+    try:
+        serve(app, host=args.host, port=args.port)
+    except OSError as e:
+        raise EdgelmError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--port", type=_port, default=8080)
     srv.add_argument(
         "--api-key",
         default=os.environ.get("EDGELM_API_KEY"),

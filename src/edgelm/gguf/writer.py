@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from gguf import GGUFWriter
 
+from edgelm.errors import ModelFileError
 from edgelm.gguf import keys
 from edgelm.gguf.constants import GGMLType, GGUFValueType, row_bytes
 from edgelm.gguf.reader import MetaField
@@ -65,11 +66,18 @@ def write_gguf(
     tensors: Iterable[PlannedTensor],
     on_tensor: Callable[[PlannedTensor], None] | None = None,
 ) -> None:
-    """Write a GGUF file with `fields` (in order) and `tensors` (in order)."""
+    """Write a GGUF file with `fields` (in order) and `tensors` (in order).
+
+    The bytes go to `PATH.partial`, moved to `path` once complete. A path that cannot be written (a
+    folder, a missing folder, no permission, a full disk) is a ModelFileError naming it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
+    _check_output(path)
     planned = list(tensors)
-    writer = GGUFWriter(tmp, arch)  # adds general.architecture itself
+    try:
+        writer = GGUFWriter(tmp, arch)  # adds general.architecture itself
+    except OSError as e:
+        raise ModelFileError(path, f"cannot write the output file ({e.strerror or e})") from None
     try:
         for key, field in fields.items():
             if key == keys.ARCHITECTURE:
@@ -89,7 +97,17 @@ def write_gguf(
                 on_tensor(t)
         writer.close()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         writer.close()
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ModelFileError(path, f"cannot write the output file ({e.strerror or e})") from None
         raise
+
+
+def _check_output(path: Path) -> None:
+    if path.is_dir():
+        raise ModelFileError(path, "is a folder; give the output file's name (e.g. model.gguf)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ModelFileError(path, f"the folder {parent} does not exist")

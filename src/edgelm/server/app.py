@@ -20,10 +20,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -165,15 +166,6 @@ class ServerState:
             raise QueueFullError(f"{engine.max_queue} requests are already waiting")
         return model, engine
 
-    def check_model(self, name: str | None) -> None:
-        if name is not None and name != self.model_id:
-            raise APIError(
-                404,
-                f"The model {name!r} does not exist; this server serves {self.model_id!r}",
-                param="model",
-                code="model_not_found",
-            )
-
 
 def _state(request: Request) -> ServerState:
     return request.app.state.edgelm  # type: ignore[no-any-return]
@@ -240,6 +232,20 @@ async def _read_json(request: Request) -> Any:
         raise APIError(
             400, f"We could not parse the JSON body of your request: {e}", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise APIError(400, TOO_DEEP, code="invalid_json") from None
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+TOO_DEEP = "The JSON body of your request is nested too deeply"
+
+
+def _validate(schema: type[_Body], data: Any) -> _Body:
+    """The body as `schema`; a body nested too deeply for validation is a 400 like any bad body."""
+    try:
+        return schema.model_validate(data)
+    except RecursionError:
+        raise APIError(400, TOO_DEEP, code="invalid_request_error") from None
 
 
 class _GenerationStream(EventSourceResponse):
@@ -430,8 +436,9 @@ def _routes() -> APIRouter:
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         state = _state(request)
-        body = ChatCompletionRequest.model_validate(await _read_json(request))
-        state.check_model(body.model)
+        body = _validate(ChatCompletionRequest, await _read_json(request))
+        # Any `model` is answered by the one model served (as llama.cpp's server does); the reply's
+        # `model` says which answered.
         model, engine = state.ready()
         prepared = await run_in_threadpool(prepare_chat, model, body)
         gen = _submit(state, engine, prepared)
@@ -444,8 +451,7 @@ def _routes() -> APIRouter:
     @api.post("/v1/completions")
     async def completions(request: Request) -> Response:
         state = _state(request)
-        body = CompletionRequest.model_validate(await _read_json(request))
-        state.check_model(body.model)
+        body = _validate(CompletionRequest, await _read_json(request))
         model, engine = state.ready()
         prepared = await run_in_threadpool(prepare_completion, model, body)
         gen = _submit(state, engine, prepared)

@@ -1,0 +1,69 @@
+"""Bad command lines get one line naming the problem and a non-zero exit, never a traceback
+(through `subprocess`, as a user runs them)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def edgelm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgelm.cli.main", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_synth_to_a_missing_folder(tmp_path: Path) -> None:
+    out = tmp_path / "nowhere" / "x.gguf"
+    line = error_line(edgelm("synth", "--like", "tiny-llama", "-o", str(out)))
+    assert str(out) in line and "does not exist" in line
+    assert not out.parent.exists()
+
+
+def test_synth_to_a_folder(tmp_path: Path) -> None:
+    line = error_line(edgelm("synth", "--like", "tiny-llama", "-o", str(tmp_path)))
+    assert str(tmp_path) in line and "is a folder" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_to_a_missing_folder(tiny_model, tmp_path: Path) -> None:
+    out = tmp_path / "nowhere" / "y.gguf"
+    line = error_line(edgelm("quantize", str(tiny_model("tiny-llama", "f16")), str(out), "--type", "q8_0"))
+    assert str(out) in line and "does not exist" in line
+
+
+def test_a_port_out_of_range(tiny_model) -> None:
+    done = edgelm("serve", str(tiny_model("tiny-llama", "q8_0")), "--port", "99999")
+    assert done.returncode == 2 and "--port" in done.stderr and "0-65535" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_context_larger_than_memory_is_refused_before_allocating(tiny_model) -> None:
+    line = error_line(
+        edgelm("run", str(tiny_model("tiny-llama", "q8_0")), "-p", "hi", "--ctx", "1000000000000")
+    )
+    assert "--ctx" in line and "GB" in line and "available" in line
+
+
+def test_serve_ends_when_the_model_cannot_load(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    done = edgelm("serve", str(bad), "--port", str(port), timeout=60)
+    line = error_line(done)
+    assert str(bad) in line and done.returncode == 1
+    assert "Uvicorn running" not in done.stderr  # the port was never bound
+    assert time.monotonic() - t0 < 60
