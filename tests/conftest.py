@@ -103,8 +103,11 @@ def mini_fields(cfg: ModelConfig = MINI_CONFIG) -> dict[str, MetaField]:
     }
 
 
-def write_mini_model(path: Path, cfg: ModelConfig = MINI_CONFIG, seed: int = 0) -> Path:
-    """A model file of `cfg` with random weights: F16 matrices, F32 norms (as llama.cpp stores them)."""
+def write_mini_model(
+    path: Path, cfg: ModelConfig = MINI_CONFIG, seed: int = 0, chat_template: str | None = None
+) -> Path:
+    """A model file of `cfg` with random weights: F16 matrices, F32 norms (as llama.cpp stores them);
+    with `chat_template` as its `tokenizer.chat_template` where given."""
     planned = []
     for i, spec in enumerate(expected_tensors(cfg)):
         shape = tuple(reversed(spec.ne))
@@ -114,7 +117,10 @@ def write_mini_model(path: Path, cfg: ModelConfig = MINI_CONFIG, seed: int = 0) 
             return np.random.default_rng([seed, i]).standard_normal(shape).astype(dtype)
 
         planned.append(PlannedTensor(spec.name, ggml_type, shape, produce))
-    write_gguf(path, cfg.arch, mini_fields(cfg), planned)
+    fields = mini_fields(cfg)
+    if chat_template is not None:
+        fields[keys.CHAT_TEMPLATE] = MetaField(chat_template, GGUFValueType.STRING)
+    write_gguf(path, cfg.arch, fields, planned)
     return path
 
 

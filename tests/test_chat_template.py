@@ -257,3 +257,40 @@ def test_from_gguf() -> None:
     assert template.bos_token == template.eos_token == "<|endoftext|>"
     assert template.extra_tokens == {"pad_token": "<|endoftext|>"}
     assert template.render(USER_ONLY) == Tokenizer.from_gguf(path).apply_chat_template(USER_ONLY)
+
+
+# -- bounds: a template from a model file cannot spin or grow without end ------------------------
+
+HOSTILE = {
+    "nested loops": "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}x",
+    "nested loops with output": (
+        "{% for a in range(99999) %}{% for b in range(99999) %}y{% endfor %}{% endfor %}"
+    ),
+    "a huge string": "{{ 'x' * 999999999 }}",
+    "a huge number": "{{ 9 ** 99999999 }}",
+    "a huge prompt": "{% for a in range(99999) %}{{ 'x' * 1000 }}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_rendering_is_bounded(name: str) -> None:
+    import time
+
+    from edgelm.tokenizer.chat_template import RENDER_SECONDS
+
+    template = ChatTemplate(HOSTILE[name], name="chat template 'tokenizer.chat_template'")
+    t0 = time.monotonic()
+    with pytest.raises(
+        ChatTemplateError, match=r"chat template 'tokenizer.chat_template' exceeded the bound"
+    ):
+        template.render([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - t0 < RENDER_SECONDS + 1.0
+    with pytest.raises(ChatTemplateError, match="exceeded the bound"):
+        template.check()
+
+
+def test_check_leaves_a_template_that_rejects_messages_to_real_requests() -> None:
+    template = ChatTemplate("{{ raise_exception('system message first') }}")
+    template.check()  # not refused at load: it may accept the conversations it is given
+    with pytest.raises(ChatTemplateError, match="rejected the messages"):
+        template.render([{"role": "user", "content": "hi"}])

@@ -67,3 +67,35 @@ def test_serve_ends_when_the_model_cannot_load(tmp_path: Path) -> None:
     assert str(bad) in line and done.returncode == 1
     assert "Uvicorn running" not in done.stderr  # the port was never bound
     assert time.monotonic() - t0 < 60
+
+
+HOSTILE_TEMPLATE = "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}x"
+
+
+def test_serve_refuses_a_template_that_cannot_render_in_bounds(tmp_path: Path) -> None:
+    from conftest import write_mini_model
+
+    path = write_mini_model(tmp_path / "hostile.gguf", chat_template=HOSTILE_TEMPLATE)
+    line = error_line(edgelm("serve", str(path), "--port", "0", timeout=60))
+    assert "chat template 'tokenizer.chat_template' exceeded the bound" in line
+
+
+def test_a_request_through_a_template_past_its_bounds_is_a_400(tmp_path: Path) -> None:
+    """Served from Python (no check at load): each request is bounded, the server keeps answering."""
+    from fastapi.testclient import TestClient
+
+    import edgelm
+    from conftest import write_mini_model
+    from edgelm.server import create_app
+
+    path = write_mini_model(tmp_path / "hostile.gguf", chat_template=HOSTILE_TEMPLATE)
+    app = create_app(edgelm.load(path))
+    with TestClient(app) as client:
+        assert app.state.edgelm.wait_loaded(30)
+        t0 = time.monotonic()
+        messages = [{"role": "user", "content": "Turn off the stove"}]
+        r = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 2})
+        assert r.status_code == 400 and "exceeded the bound" in r.json()["error"]["message"]
+        assert time.monotonic() - t0 < 10
+        r = client.post("/v1/completions", json={"prompt": "abc", "max_tokens": 2})
+        assert r.status_code == 200

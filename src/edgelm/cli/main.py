@@ -163,6 +163,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Loaded before the port is bound: a model that cannot load ends the process with its error.
     model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
     check_kv_memory(model.transformer, model.n_ctx, args.slots)
+    if model.tokenizer.vocab.chat_template is not None:
+        model.tokenizer.chat_template.check()  # a template that cannot render in bounds is refused now
     app = create_app(
         model,
         api_key=args.api_key or None,

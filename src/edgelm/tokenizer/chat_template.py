@@ -1,7 +1,8 @@
 """Chat templates: the Jinja program in a GGUF file that turns messages into a prompt.
 
 Templates come with model files and are untrusted, so they run in Jinja's immutable sandbox (no
-attribute access to internals, no mutation of the inputs, bounded `range`). The environment offers
+attribute access to internals, no mutation of the inputs, bounded `range`), and a rendering is bounded
+in time, loop steps and size (RENDER_SECONDS, RENDER_STEPS, RENDER_BYTES). The environment offers
 what the Hugging Face `apply_chat_template` offers and real templates use: `messages`, `tools`,
 `add_generation_prompt`, `bos_token`, `eos_token`, `raise_exception`, `strftime_now`, a `tojson`
 filter with Hugging Face's output (no HTML escaping, keys in insertion order) and the
@@ -10,10 +11,12 @@ filter with Hugging Face's output (no HTML escaping, keys in insertion order) an
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,7 +24,8 @@ import jinja2
 import jinja2.ext
 import jinja2.nodes
 import jinja2.parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import jinja2.runtime
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from edgelm.errors import EdgelmError
 from edgelm.gguf.reader import GGUFFile
@@ -87,8 +91,70 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+# What one rendering may take: real templates render in about a millisecond and a few KB.
+RENDER_SECONDS: Final = 2.0
+RENDER_STEPS: Final = 2_000_000  # `range` items and output pieces, over the whole rendering
+RENDER_BYTES: Final = 16 << 20  # the prompt, and any string or list a `*` makes
+
+
+class _OverBudget(Exception):
+    """A rendering that ran past its time, step or size bound."""
+
+
+class _Budget:
+    """The bound of one rendering: a deadline and counts, checked as the template steps."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + RENDER_SECONDS
+        self.steps = 0
+
+    def step(self, n: int = 1) -> None:
+        self.steps += n
+        if self.steps > RENDER_STEPS:
+            raise _OverBudget(f"more than {RENDER_STEPS} loop steps")
+        if (self.steps & 1023) < n and time.monotonic() > self.deadline:
+            raise _OverBudget(f"longer than {RENDER_SECONDS:g} s")
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("chat_template_budget", default=None)
+
+
+def _tick(n: int = 1) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.step(n)
+
+
+def _counted(items: Iterable[Any]) -> Iterator[Any]:
+    for item in items:
+        _tick()
+        yield item
+
+
+def _range(*args: int) -> Iterator[int]:
+    """The sandbox's bounded `range`, each item counted against the rendering's budget."""
+    return _counted(safe_range(*args))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` bounded in the size of what they make."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(right) > 64 and abs(left) > 1:
+                raise _OverBudget(f"{left} ** {right} is too large")
+            return left**right
+        for seq, n in ((left, right), (right, left)):
+            sized = isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int)
+            if sized and len(seq) * n > RENDER_BYTES:
+                raise _OverBudget(f"a {type(seq).__name__} of {len(seq) * n} items")
+        return left * right
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[_GenerationTag, jinja2.ext.loopcontrols],
@@ -96,6 +162,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.globals["range"] = _range
     return env
 
 
@@ -194,8 +261,13 @@ class ChatTemplate:
             "add_generation_prompt": add_generation_prompt,
             "tools": None if tools is None else list(tools),
         }
+        token = _BUDGET.set(_Budget())
         try:
-            return self._template.render(**variables)
+            return self._bounded_render(variables)
+        except _OverBudget as e:
+            raise ChatTemplateError(
+                f"{self.name} exceeded the bound on rendering ({e}); the model's template is at fault"
+            ) from None
         except _TemplateRaised as e:
             raise ChatTemplateError(f"{self.name} rejected the messages: {e}") from None
         except jinja2.TemplateError as e:
@@ -204,6 +276,29 @@ class ChatTemplate:
             raise ChatTemplateError(f"{self.name} failed: recursion too deep") from None
         except Exception as e:  # any failure of an untrusted template is its fault
             raise ChatTemplateError(f"{self.name} failed: {type(e).__name__}: {e}") from None
+        finally:
+            _BUDGET.reset(token)
+
+    def _bounded_render(self, variables: dict[str, Any]) -> str:
+        """The rendering, piece by piece: each piece counts, and the whole is bounded in bytes."""
+        parts: list[str] = []
+        size = 0
+        for piece in self._template.generate(**variables):
+            _tick()
+            size += len(piece)
+            if size > RENDER_BYTES:
+                raise _OverBudget(f"a prompt over {RENDER_BYTES} characters")
+            parts.append(piece)
+        return "".join(parts)
+
+    def check(self) -> None:
+        """Refuse a template that cannot render a one-message conversation within the bound (a
+        template that rejects that conversation is left to say so on real requests)."""
+        try:
+            self.render([{"role": "user", "content": "Hello"}])
+        except ChatTemplateError as e:
+            if "exceeded the bound" in str(e):
+                raise
 
     def __repr__(self) -> str:
         return f"ChatTemplate({self.name}, {len(self.source)} chars)"
