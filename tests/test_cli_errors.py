@@ -99,3 +99,71 @@ def test_a_request_through_a_template_past_its_bounds_is_a_400(tmp_path: Path) -
         assert time.monotonic() - t0 < 10
         r = client.post("/v1/completions", json={"prompt": "abc", "max_tokens": 2})
         assert r.status_code == 200
+
+
+# -- edgelm run's flags ------------------------------------------------------------------------
+
+
+def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgelm.cli.main", "run", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_reads_the_prompt_from_stdin_or_a_file(tiny_model, tmp_path: Path) -> None:
+    import edgelm
+
+    path = str(tiny_model("tiny-qwen2", "q8_0"))
+    expected = edgelm.load(path).generate("Hello there", max_tokens=6, temperature=0).text
+    common = ("--raw", "--temp", "0", "-n", "6")
+    assert _run(path, "-p", "Hello there", *common).stdout == expected + "\n"
+    assert _run(path, "-p", "-", *common, stdin="Hello there").stdout == expected + "\n"
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Hello there", encoding="utf-8")
+    assert _run(path, "-f", str(prompt), *common).stdout == expected + "\n"
+    line = error_line(_run(path, "-f", str(tmp_path / "missing.txt")))
+    assert "-f" in line and "missing.txt" in line
+
+
+def test_run_stop_truncate_and_json_schema(tiny_model, tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    import edgelm
+
+    path = str(tiny_model("tiny-qwen2", "q8_0"))
+    model = edgelm.load(path)
+    full = model.generate("abc", max_tokens=24, temperature=0).text
+    stop = full[8:11]
+    expected = model.generate("abc", max_tokens=24, temperature=0, stop=[stop]).text
+    assert len(expected) < len(full)
+    assert (
+        _run(path, "-p", "abc", "--raw", "--temp", "0", "-n", "24", "--stop", stop).stdout == expected + "\n"
+    )
+
+    long = "word " * 200
+    line = error_line(_run(path, "-p", long, "--raw", "--ctx", "64", "-n", "2"))
+    assert "--ctx" in line and "--truncate" in line and "n_ctx" not in line
+    assert _run(path, "-p", long, "--raw", "--ctx", "64", "-n", "2", "--truncate").returncode == 0
+
+    schema = {"type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]}
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(schema), encoding="utf-8")
+    done = _run(path, "-p", "abc", "--raw", "--seed", "1", "-n", "64", "--json-schema", str(schema_file))
+    jsonschema.validate(json.loads(done.stdout), schema)
+    schema_file.write_text("{not json", encoding="utf-8")
+    assert "--json-schema" in error_line(_run(path, "-p", "abc", "--json-schema", str(schema_file)))
+
+
+def test_run_system_needs_the_chat_template(tiny_model, tmp_path: Path) -> None:
+    from conftest import write_mini_model
+
+    path = str(tiny_model("tiny-qwen2", "q8_0"))
+    assert "--raw" in error_line(_run(path, "-p", "hi", "--system", "Be terse.", "--raw"))
+    bare = str(write_mini_model(tmp_path / "no-template.gguf"))
+    assert "has none" in error_line(_run(bare, "-p", "hi", "--system", "Be terse."))

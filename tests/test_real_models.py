@@ -280,3 +280,24 @@ def test_cli_run_by_name_uses_the_chat_template_unless_raw(
     assert main(["run", SMOLLM2, "-p", question, "--temp", "0", "-n", "24", "--raw", "--threads", "1"]) == 0
     raw = model.generate(question, max_tokens=24, temperature=0).text
     assert capsys.readouterr().out == raw + "\n" and raw != chat
+
+
+def test_cli_run_with_a_system_message(real_model: Callable[[str], Path]) -> None:
+    import subprocess
+    import sys
+
+    path = real_model(SMOLLM2)
+    model = edgelm.load(path, n_ctx=512)
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    expected = model.chat(messages, max_tokens=16, temperature=0).text
+    flags = ["--system", messages[0]["content"], "-p", messages[1]["content"], "--temp", "0", "-n", "16"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgelm.cli.main", "run", str(path), *flags, "--ctx", "512"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout == expected + "\n" and "Paris" in expected

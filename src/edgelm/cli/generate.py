@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -60,14 +61,60 @@ def _stream(chunks: Iterator[GenerationChunk], out: TextIO) -> tuple[str, Timing
     return "".join(text), timings
 
 
+def _read_prompt(args: argparse.Namespace) -> str:
+    """The prompt: `-p TEXT`, `-p -` (standard input) or `-f FILE`."""
+    if args.file is not None:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"-f {args.file}: cannot read the prompt ({getattr(e, 'strerror', None) or e})"
+            ) from None
+    if args.prompt == "-":
+        return sys.stdin.read()
+    return str(args.prompt)
+
+
+def _json_schema(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ValueError(f"--json-schema {path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ValueError(f"--json-schema {path}: not JSON ({e})") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import edgelm
 
+    if args.system is not None and args.raw:
+        raise ValueError("--system goes through the chat template, which --raw turns off")
+    prompt = _read_prompt(args)
+    schema = _json_schema(args.json_schema) if args.json_schema else None
     model = edgelm.load(args.model, n_ctx=args.ctx, n_threads=args.threads)
-    if args.raw or model.tokenizer.vocab.chat_template is None:
-        chunks = model.stream_generate(args.prompt, **_sampling(args))
-    else:
-        chunks = model.stream_chat([{"role": "user", "content": args.prompt}], **_sampling(args))
+    chat = not args.raw and model.tokenizer.vocab.chat_template is not None
+    if args.system is not None and not chat:
+        raise ValueError(f"--system needs a chat template, and {args.model} has none")
+    text = prompt
+    if chat:
+        messages = [{"role": "system", "content": args.system}] if args.system is not None else []
+        text = model.chat_prompt([*messages, {"role": "user", "content": prompt}])
+    kwargs = _sampling(args) | {"stop": args.stop, "truncate": args.truncate}
+    if schema is not None:
+        from edgelm.runtime.grammar import Grammar
+
+        grammar = Grammar.json_schema(schema, model.tokenizer, field=f"--json-schema {args.json_schema}")
+        kwargs["processors"] = [grammar.processor(max_tokens=args.max_tokens)]
+    try:
+        chunks = model.stream_generate(text, **kwargs)
+    except edgelm.PromptTooLongError as e:
+        n = len(model.encode_prompt(text))
+        raise ValueError(
+            f"the prompt has {n} tokens but the context holds {model.n_ctx} "
+            f"(use a larger --ctx, or --truncate to keep its last {model.n_ctx - 1})"
+        ) from e
     try:
         _, timings = _stream(chunks, sys.stdout)
     except KeyboardInterrupt:

@@ -213,13 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="generate text from a prompt, streamed, then timings")
     run.add_argument("model", help=MODEL_HELP)
-    run.add_argument("-p", "--prompt", required=True)
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("-p", "--prompt", help="the prompt ('-': read it from standard input)")
+    source.add_argument("-f", "--file", help="read the prompt from this file")
     run.add_argument(
         "--raw",
         action="store_true",
         help="complete the prompt as it is (default: as a user message through the model's chat template, "
         "where the model has one)",
     )
+    run.add_argument("--system", default=None, help="a system message (through the chat template)")
+    run.add_argument(
+        "--stop", action="append", default=None, metavar="TEXT", help="stop before this text (repeatable)"
+    )
+    run.add_argument(
+        "--truncate", action="store_true", help="keep the end of a prompt longer than the context"
+    )
+    run.add_argument("--json-schema", metavar="FILE", help="answer with JSON valid against this JSON Schema")
     add_sampling_args(run)
     run.set_defaults(func=cmd_run)
 
