@@ -549,3 +549,27 @@ def test_could_be_tool_call() -> None:
         assert could_be_tool_call(held), held
     for text in ("Hello", " The", "<b>", "[1]"):
         assert not could_be_tool_call(text), text
+
+
+def test_tokenize_and_detokenize_as_llama_cpp_server(client) -> None:
+    model = client.app.state.edgelm.model
+    tok = model.tokenizer
+    text = "Turn off the stove, ça va?"
+    r = client.post("/tokenize", json={"content": text})
+    assert r.status_code == 200 and r.json()["tokens"] == tok.encode(
+        text, add_special=False, parse_special=True
+    )
+    r = client.post("/tokenize", json={"content": text, "add_special": True, "with_pieces": True})
+    pieces = r.json()["tokens"]
+    assert [p["id"] for p in pieces] == tok.encode(text, add_special=True, parse_special=True)
+    joined = b"".join(
+        p["piece"].encode() if isinstance(p["piece"], str) else bytes(p["piece"]) for p in pieces
+    )
+    assert text.encode() in joined
+    ids = tok.encode(text, add_special=False)
+    r = client.post("/detokenize", json={"tokens": ids})
+    assert r.status_code == 200 and r.json()["content"] == text
+    r = client.post("/detokenize", json={"tokens": [10**9]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tokens"
+    r = client.post("/tokenize", json={"content": 5})
+    assert r.status_code == 400

@@ -44,7 +44,12 @@ from edgelm.server.openai_format import (
     text_logprobs,
     text_response,
 )
-from edgelm.server.schemas import ChatCompletionRequest, CompletionRequest
+from edgelm.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
 from edgelm.server.tools import could_be_tool_call, parse_tool_calls
 
 __all__ = ["DEFAULT_MAX_QUEUE", "ServerState", "create_app"]
@@ -149,9 +154,8 @@ class ServerState:
         engine = self.engine
         return None if engine is None else engine.stats()
 
-    def ready(self) -> tuple[Model, Engine]:
-        """The model and engine, or 503 while loading (or after loading failed), or 429 when the queue
-        is already full (before any work on the request: overload is refused cheaply)."""
+    def loaded(self) -> tuple[Model, Engine]:
+        """The model and engine, or 503 while loading (or after loading failed)."""
         model, engine = self.model, self.engine
         if model is None or engine is None:
             what = "failed to load" if self.error else "is loading"
@@ -161,6 +165,12 @@ class ServerState:
                 code="model_not_ready",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
+        return model, engine
+
+    def ready(self) -> tuple[Model, Engine]:
+        """The model and engine, or 503 while loading (or after loading failed), or 429 when the queue
+        is already full (before any work on the request: overload is refused cheaply)."""
+        model, engine = self.loaded()
         if engine.stats().queue_depth >= engine.max_queue:
             self.metrics.rejected.inc()
             raise QueueFullError(f"{engine.max_queue} requests are already waiting")
@@ -432,6 +442,35 @@ def _routes() -> APIRouter:
     @api.get("/metrics")
     async def metrics(request: Request) -> Response:
         return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+    @api.post("/tokenize")
+    async def tokenize(request: Request) -> dict[str, Any]:
+        body = _validate(TokenizeRequest, await _read_json(request))
+        model, _ = _state(request).loaded()
+        tok = model.tokenizer
+        ids = tok.encode(body.content, add_special=body.add_special, parse_special=body.parse_special)
+        if not body.with_pieces:
+            return {"tokens": ids}
+        pieces = []
+        for i in ids:
+            raw = tok.token_to_piece(i, special=True)
+            try:
+                piece: str | list[int] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                piece = list(raw)  # part of a character: its bytes, as llama.cpp gives them
+            pieces.append({"id": i, "piece": piece})
+        return {"tokens": pieces}
+
+    @api.post("/detokenize")
+    async def detokenize(request: Request) -> dict[str, Any]:
+        body = _validate(DetokenizeRequest, await _read_json(request))
+        model, _ = _state(request).loaded()
+        bad = [t for t in body.tokens if not 0 <= t < model.tokenizer.vocab_size]
+        if bad:
+            raise APIError(
+                400, f"token id {bad[0]} is out of range [0, {model.tokenizer.vocab_size})", param="tokens"
+            )
+        return {"content": model.tokenizer.decode(body.tokens, special=True)}
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

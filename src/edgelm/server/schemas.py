@@ -127,3 +127,18 @@ class CompletionRequest(_Generation):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
+
+
+class TokenizeRequest(_Body):
+    """llama.cpp server's `POST /tokenize`."""
+
+    content: str
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(_Body):
+    """llama.cpp server's `POST /detokenize`."""
+
+    tokens: list[int]
