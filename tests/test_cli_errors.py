@@ -167,3 +167,30 @@ def test_run_system_needs_the_chat_template(tiny_model, tmp_path: Path) -> None:
     assert "--raw" in error_line(_run(path, "-p", "hi", "--system", "Be terse.", "--raw"))
     bare = str(write_mini_model(tmp_path / "no-template.gguf"))
     assert "has none" in error_line(_run(bare, "-p", "hi", "--system", "Be terse."))
+
+
+def test_requantizing_needs_to_be_asked_for(tiny_model, tmp_path: Path) -> None:
+    src = str(tiny_model("tiny-llama", "q8_0"))
+    out = tmp_path / "again.gguf"
+    line = error_line(edgelm("quantize", src, str(out), "--type", "q4_0"))
+    assert "already quantized (Q8_0)" in line and "--allow-requantize" in line and not out.exists()
+    done = edgelm("quantize", src, str(out), "--type", "q4_0", "--allow-requantize")
+    assert done.returncode == 0 and out.is_file()
+
+
+def test_warnings_for_settings_that_hurt(tiny_model) -> None:
+    import edgelm
+
+    import os
+
+    path = str(tiny_model("tiny-qwen2", "q8_0"))
+    trained = edgelm.load(path).config.context_length
+    threads = (os.cpu_count() or 1) + 1
+    done = _run(path, "-p", "hi", "-n", "2", "--ctx", str(trained * 2), "--threads", str(threads))
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("edgelm: warning:")]
+    assert len(warnings) == 2
+    assert f"--ctx {trained * 2} is beyond the {trained} tokens" in warnings[0]
+    assert f"--threads {threads} is more than" in warnings[1]
+    quiet = _run(path, "-p", "hi", "-n", "2", "--ctx", str(trained))
+    assert "warning" not in quiet.stderr

@@ -86,6 +86,12 @@ def _json_schema(path: str) -> Any:
         raise ValueError(f"--json-schema {path}: not JSON ({e})") from None
 
 
+def _warn(args: argparse.Namespace, model: Any) -> None:
+    from edgelm.cli.main import warn_settings
+
+    warn_settings(args, model.config.context_length)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import edgelm
 
@@ -94,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
     schema = _json_schema(args.json_schema) if args.json_schema else None
     model = edgelm.load(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    _warn(args, model)
     chat = not args.raw and model.tokenizer.vocab.chat_template is not None
     if args.system is not None and not chat:
         raise ValueError(f"--system needs a chat template, and {args.model} has none")
@@ -130,6 +137,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     import edgelm
 
     model = edgelm.load(args.model, n_ctx=args.ctx, n_threads=args.threads)
+    _warn(args, model)
     history: list[dict[str, str]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})

@@ -115,6 +115,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from edgelm.convert.quantize_file import quantize_file
 
+    quantized = _quantized_matrix_types(args.input)
+    if quantized and not args.allow_requantize:
+        raise ValueError(
+            f"{args.input} is already quantized ({', '.join(quantized)}): quantizing it again compounds the "
+            "error of both; quantize from the F32/F16/BF16 file, or pass --allow-requantize"
+        )
     bar = tqdm(unit="tensor", desc=f"quantize {args.type}", disable=None, leave=False)
     try:
         r = quantize_file(args.input, args.output, args.type, on_tensor=lambda t: bar.update())
@@ -122,6 +128,35 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         bar.close()
     print(f"wrote {r.path}: {human_bytes(r.in_bytes)} -> {human_bytes(r.out_bytes)} ({args.type})")
     return 0
+
+
+def _quantized_matrix_types(path: str) -> list[str]:
+    """The quantized types of a model file's matrices (empty for an F32/F16/BF16 file)."""
+    from edgelm.gguf.constants import GGMLType
+    from edgelm.gguf.reader import GGUFFile
+
+    float_types = {GGMLType.F32, GGMLType.F16, GGMLType.BF16}
+    found = {t.ggml_type for t in GGUFFile.open(path).tensors.values() if len(t.shape) > 1}
+    return sorted(t.name for t in found - float_types)
+
+
+def warn_settings(args: argparse.Namespace, context_length: int) -> None:
+    """Warnings (on stderr, in the command line's words) for settings that work but hurt."""
+    ctx = getattr(args, "ctx", None)
+    if ctx is not None and ctx > context_length:
+        print(
+            f"edgelm: warning: --ctx {ctx} is beyond the {context_length} tokens the model was trained on; "
+            "text past that is likely to degrade",
+            file=sys.stderr,
+        )
+    threads = getattr(args, "threads", None)
+    cpus = os.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        print(
+            f"edgelm: warning: --threads {threads} is more than the {cpus} CPUs here; threads will wait "
+            "on each other",
+            file=sys.stderr,
+        )
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
@@ -162,6 +197,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model}: no such file")
     # Loaded before the port is bound: a model that cannot load ends the process with its error.
     model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
+    warn_settings(args, model.config.context_length)
     check_kv_memory(model.transformer, model.n_ctx, args.slots)
     if model.tokenizer.vocab.chat_template is not None:
         model.tokenizer.chat_template.check()  # a template that cannot render in bounds is refused now
@@ -282,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("input")
     quant.add_argument("output")
     quant.add_argument("--type", required=True, choices=QUANT_CHOICES)
+    quant.add_argument(
+        "--allow-requantize", action="store_true", help="quantize a file that is already quantized"
+    )
     quant.set_defaults(func=cmd_quantize)
     return p
 
