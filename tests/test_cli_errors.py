@@ -179,9 +179,9 @@ def test_requantizing_needs_to_be_asked_for(tiny_model, tmp_path: Path) -> None:
 
 
 def test_warnings_for_settings_that_hurt(tiny_model) -> None:
-    import edgelm
-
     import os
+
+    import edgelm
 
     path = str(tiny_model("tiny-qwen2", "q8_0"))
     trained = edgelm.load(path).config.context_length
