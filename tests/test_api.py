@@ -191,3 +191,33 @@ def test_cli_version() -> None:
         [sys.executable, "-m", "edgelm.cli.main", "--version"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.strip() == f"edgelm {edgelm.__version__}"
+
+
+def test_cli_chat_help_multiline_and_a_history_that_outgrows_the_context(
+    tiny_model, capsys, monkeypatch
+) -> None:
+    real = edgelm.load(tiny_model("tiny-qwen3", "q8_0"), n_ctx=160)
+    seen: list[list[dict]] = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def stream_chat(self, messages, **kwargs):
+            seen.append([dict(m) for m in messages])
+            return real.stream_chat(messages, **kwargs)
+
+    monkeypatch.setattr(edgelm, "load", lambda *a, **k: Recording())
+    long = "word " * 6
+    lines = iter(["/help", '"""', "line one", "line two", '"""', "a \\", "b", *[long] * 6, "/nope", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert main(["chat", "unused.gguf", "--system", "Be terse.", "-n", "4", "--temp", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "/help this list" in err.split("\n", 1)[1]  # /help printed the commands (after the banner)
+    assert seen[0][-1] == {"role": "user", "content": "line one\nline two"}
+    assert seen[1][-1] == {"role": "user", "content": "a \nb"}
+    assert err.count("outgrew the context") == 1 and "unknown command /nope" in err
+    assert len(seen) == 8 and all(m[0] == {"role": "system", "content": "Be terse."} for m in seen)
+    for messages in seen:  # every prompt sent fitted, with room for the reply
+        assert len(real.encode_prompt(real.chat_prompt(messages))) < real.n_ctx - 64
+    assert len(seen[-1]) < 2 + 2 * 7  # old turns were dropped

@@ -12,7 +12,11 @@ from edgelm.runtime.generate import GenerationChunk, Timings
 
 __all__ = ["add_sampling_args", "cmd_chat", "cmd_run"]
 
-CHAT_HELP = "commands: /reset clears the conversation, /quit leaves (Ctrl-C stops a reply, Ctrl-D leaves)"
+CHAT_HELP = (
+    "commands: /help this list, /reset clears the conversation, /quit leaves (Ctrl-C stops a reply, "
+    'Ctrl-D leaves); end a line with \\ to go on to the next, or write a block between """ lines'
+)
+CHAT_REPLY_ROOM = 64  # tokens kept free for the reply when old turns are dropped
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -133,6 +137,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_message() -> str | None:
+    """One message from the terminal: a line; a line ending in a backslash goes on to the next; a
+    block between lines of three double quotes is taken whole (as Ollama reads it). None at the end."""
+    try:
+        line = input("> ")
+        if line.strip() == '"""':
+            lines: list[str] = []
+            while (more := input(". ")).strip() != '"""':
+                lines.append(more)
+            return "\n".join(lines)
+        lines = []
+        while line.endswith("\\"):
+            lines.append(line[:-1])
+            line = input(". ")
+        return "\n".join([*lines, line])
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+def _fit_history(model: Any, history: list[dict[str, str]], keep: int) -> int:
+    """Drop the oldest turns after the first `keep` messages (the system message) until the prompt
+    leaves room in the context for a reply; the number of messages dropped."""
+    dropped = 0
+    while len(history) > keep + 1:
+        n = len(model.encode_prompt(model.chat_prompt(history)))
+        if n < model.n_ctx - CHAT_REPLY_ROOM:
+            break
+        del history[keep]  # the oldest message after the system one
+        dropped += 1
+        while len(history) > keep + 1 and history[keep]["role"] != "user":
+            del history[keep]  # a turn starts with the user
+            dropped += 1
+    return dropped
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     import edgelm
 
@@ -141,23 +180,37 @@ def cmd_chat(args: argparse.Namespace) -> int:
     history: list[dict[str, str]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})
+    keep = len(history)
     print(f"{model!r}: {CHAT_HELP}", file=sys.stderr)
+    told = False
     while True:
-        try:
-            line = input("> ")
-        except (EOFError, KeyboardInterrupt):
+        line = _read_message()
+        if line is None:
             print(file=sys.stderr)
             return 0
         command = line.strip()
-        if command in ("/quit", "/exit"):
+        if command in ("/quit", "/exit", "/bye"):
             return 0
+        if command in ("/help", "/?"):
+            print(CHAT_HELP, file=sys.stderr)
+            continue
         if command == "/reset":
-            history = history[:1] if args.system else []
+            history = history[:keep]
             print("[conversation cleared]", file=sys.stderr)
+            continue
+        if command.startswith("/") and " " not in command:
+            print(f"[unknown command {command}; /help lists them]", file=sys.stderr)
             continue
         if not command:
             continue
         history.append({"role": "user", "content": line})
+        if _fit_history(model, history, keep) and not told:
+            print(
+                "[the conversation outgrew the context: its oldest turns are dropped from now on "
+                "(the system message is kept)]",
+                file=sys.stderr,
+            )
+            told = True
         reply = ""
         try:
             reply, timings = _stream(model.stream_chat(history, **_sampling(args)), sys.stdout)
