@@ -573,3 +573,33 @@ def test_tokenize_and_detokenize_as_llama_cpp_server(client) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "tokens"
     r = client.post("/tokenize", json={"content": 5})
     assert r.status_code == 400
+
+
+def test_max_tokens_cap(tiny_model) -> None:
+    model = edgelm.load(tiny_model("tiny-qwen2", "q8_0"), n_ctx=256)
+    app = create_app(model, max_tokens=3)
+    with TestClient(app) as c:
+        assert app.state.edgelm.wait_loaded(30)
+        for body in ({"max_tokens": 50}, {}):
+            r = c.post(
+                "/v1/chat/completions", json={"messages": HI, "temperature": 0, "ignore_eos": True, **body}
+            )
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+        r = c.post("/v1/completions", json={"prompt": "abc", "max_tokens": 40, "temperature": 0})
+        assert r.json()["usage"]["completion_tokens"] <= 3
+        r = c.post("/v1/completions", json={"prompt": "abc", "max_tokens": 2, "temperature": 0})
+        assert r.json()["usage"]["completion_tokens"] <= 2
+    with pytest.raises(ValueError, match="max_tokens"):
+        create_app(model, max_tokens=0)
+
+
+def test_serve_defaults_agree_with_the_machine() -> None:
+    import os
+
+    from edgelm.cli.main import DEFAULT_SLOTS, build_parser
+
+    args = build_parser().parse_args(["serve", "m.gguf"])
+    assert args.slots == DEFAULT_SLOTS == max(1, min(4, os.cpu_count() or 1)) and args.max_tokens is None
+    assert (
+        f"here {DEFAULT_SLOTS}" in build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    )

@@ -13,6 +13,8 @@ from edgelm.errors import EdgelmError
 
 __all__ = ["main"]
 
+MAX_DEFAULT_SLOTS = 4
+DEFAULT_SLOTS = max(1, min(MAX_DEFAULT_SLOTS, os.cpu_count() or 1))
 MODEL_HELP = "a .gguf file, or a model's name (edgelm list --available), pulled on first use"
 QUANT_CHOICES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 
@@ -207,12 +209,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         n_slots=args.slots,
         max_queue=args.max_queue,
         model_name=args.model_name or (path.stem if Path(args.model).exists() else args.model),
+        max_tokens=args.max_tokens,
     )
     try:
         serve(app, host=args.host, port=args.port)
     except OSError as e:
         raise EdgelmError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
 
 
 def _port(text: str) -> int:
@@ -305,7 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("EDGELM_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $EDGELM_API_KEY)",
     )
-    srv.add_argument("--slots", type=int, default=1, help="sequences decoded together (default 1)")
+    srv.add_argument(
+        "--slots",
+        type=_positive,
+        default=DEFAULT_SLOTS,
+        help=f"sequences decoded together (default: the CPU count, at most {MAX_DEFAULT_SLOTS}; "
+        f"here {DEFAULT_SLOTS})",
+    )
+    srv.add_argument(
+        "--max-tokens",
+        type=_positive,
+        default=None,
+        help="the most tokens one request may generate (default: the context)",
+    )
     srv.add_argument("--ctx", type=int, default=None, help="context per slot (default: min(model's, 4096))")
     srv.add_argument("--max-queue", type=int, default=64, help="requests that may wait; beyond: 429")
     srv.add_argument("--model-name", default=None, help="the id clients send as `model` (default: file stem)")

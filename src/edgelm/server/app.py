@@ -79,6 +79,7 @@ class ServerState:
         max_queue: int,
         model_name: str | None,
         n_threads: int | None,
+        max_tokens: int | None = None,
     ) -> None:
         if isinstance(source, Model):
             if n_ctx is not None and n_ctx != source.n_ctx:
@@ -96,6 +97,7 @@ class ServerState:
         self.model_id = model_name or default_name
         self.api_key = api_key
         self.n_slots = n_slots
+        self.max_tokens = max_tokens  # the most tokens one request may generate (None: the context)
         self.max_queue = max_queue
         self.created = int(time.time())
         self.model: Model | None = None
@@ -479,7 +481,7 @@ def _routes() -> APIRouter:
         # Any `model` is answered by the one model served (as llama.cpp's server does); the reply's
         # `model` says which answered.
         model, engine = state.ready()
-        prepared = await run_in_threadpool(prepare_chat, model, body)
+        prepared = await run_in_threadpool(prepare_chat, model, body, state.max_tokens)
         gen = _submit(state, engine, prepared)
         c = Completion(new_id("chatcmpl"), state.model_id)
         if body.stream:
@@ -492,7 +494,7 @@ def _routes() -> APIRouter:
         state = _state(request)
         body = _validate(CompletionRequest, await _read_json(request))
         model, engine = state.ready()
-        prepared = await run_in_threadpool(prepare_completion, model, body)
+        prepared = await run_in_threadpool(prepare_completion, model, body, state.max_tokens)
         gen = _submit(state, engine, prepared)
         c = Completion(new_id("cmpl"), state.model_id)
         if body.stream:
@@ -512,11 +514,13 @@ def create_app(
     max_queue: int = DEFAULT_MAX_QUEUE,
     model_name: str | None = None,
     n_threads: int | None = None,
+    max_tokens: int | None = None,
 ) -> FastAPI:
     """The server app for `model`: a GGUF path (loaded at startup, in the background), a loaded `Model`,
     or a function that loads one.
 
-    `n_slots` sequences decode together; `max_queue` more may wait (beyond that: 429). `n_ctx` and
+    `n_slots` sequences decode together; `max_queue` more may wait (beyond that: 429); `max_tokens`
+    caps what one request may generate (default: the context). `n_ctx` and
     `n_threads` are passed to `edgelm.load` for a path. The app's state (`app.state.edgelm`) holds the
     engine once loaded; the engine thread stops when the app shuts down.
     """
@@ -524,6 +528,8 @@ def create_app(
         raise ValueError(f"n_slots={n_slots}: must be >= 1")
     if max_queue < 0:
         raise ValueError(f"max_queue={max_queue}: must be >= 0")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens}: must be >= 1")
     state = ServerState(
         model,
         api_key=api_key,
@@ -532,6 +538,7 @@ def create_app(
         max_queue=max_queue,
         model_name=model_name,
         n_threads=n_threads,
+        max_tokens=max_tokens,
     )
 
     @asynccontextmanager

@@ -122,7 +122,7 @@ def _template_message(message: ChatMessage, index: int) -> dict[str, Any]:
     return out
 
 
-def prepare_chat(model: Model, body: ChatCompletionRequest) -> Prepared:
+def prepare_chat(model: Model, body: ChatCompletionRequest, cap: int | None = None) -> Prepared:
     """The engine request of a chat completion (runs the chat template and the tokenizer)."""
     _check_common(body)
     if body.top_logprobs is not None and not body.logprobs:
@@ -136,7 +136,7 @@ def prepare_chat(model: Model, body: ChatCompletionRequest) -> Prepared:
         tools = [t.model_dump(exclude_none=True) for t in body.tools]
     prompt = model.chat_prompt(messages, tools)
     ids = _fit(model, model.encode_prompt(prompt), "messages")
-    max_tokens = body.max_completion_tokens or body.max_tokens or model.n_ctx
+    max_tokens = _capped(body.max_completion_tokens or body.max_tokens, model, cap)
     processors: tuple[LogitsProcessor, ...] = ()
     if output.grammar is not None:
         # Told the budget, the grammar closes the JSON before max_tokens or the context runs out.
@@ -152,7 +152,13 @@ def prepare_chat(model: Model, body: ChatCompletionRequest) -> Prepared:
     )
 
 
-def prepare_completion(model: Model, body: CompletionRequest) -> Prepared:
+def _capped(asked: int | None, model: Model, cap: int | None) -> int:
+    """Tokens a request may generate: what it asks for (else the context), at most the server's cap."""
+    limit = cap or model.n_ctx
+    return min(asked, limit) if asked else limit
+
+
+def prepare_completion(model: Model, body: CompletionRequest, cap: int | None = None) -> Prepared:
     """The engine request of a text completion."""
     _check_common(body)
     if body.echo:
@@ -173,7 +179,7 @@ def prepare_completion(model: Model, body: CompletionRequest) -> Prepared:
     return Prepared(
         prompt=_fit(model, ids, "prompt"),
         params=_sampling(body, model.config.vocab_size),
-        max_tokens=body.max_tokens or model.n_ctx,
+        max_tokens=_capped(body.max_tokens, model, cap),
         stop=normalize_stop(body.stop),
         logprobs=body.logprobs,
     )
