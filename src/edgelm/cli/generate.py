@@ -90,10 +90,18 @@ def _json_schema(path: str) -> Any:
         raise ValueError(f"--json-schema {path}: not JSON ({e})") from None
 
 
-def _warn(args: argparse.Namespace, model: Any) -> None:
+def _load(args: argparse.Namespace) -> Any:
+    """The model of `args.model` (a name is pulled first, with its own bar), then the warnings."""
+    import edgelm
     from edgelm.cli.main import warn_settings
+    from edgelm.cli.progress import loading
+    from edgelm.store import resolve_model
 
+    path = resolve_model(args.model)
+    with loading(args.model):
+        model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
     warn_settings(args, model.config.context_length)
+    return model
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -103,8 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("--system goes through the chat template, which --raw turns off")
     prompt = _read_prompt(args)
     schema = _json_schema(args.json_schema) if args.json_schema else None
-    model = edgelm.load(args.model, n_ctx=args.ctx, n_threads=args.threads)
-    _warn(args, model)
+    model = _load(args)
     chat = not args.raw and model.tokenizer.vocab.chat_template is not None
     if args.system is not None and not chat:
         raise ValueError(f"--system needs a chat template, and {args.model} has none")
@@ -175,8 +182,7 @@ def _fit_history(model: Any, history: list[dict[str, str]], keep: int) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     import edgelm
 
-    model = edgelm.load(args.model, n_ctx=args.ctx, n_threads=args.threads)
-    _warn(args, model)
+    model = _load(args)
     history: list[dict[str, str]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})

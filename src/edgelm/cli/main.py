@@ -89,22 +89,19 @@ def _repacked_types(type_names: list[str]) -> list[str]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from edgelm.cli.progress import tensor_progress
     from edgelm.convert.synth import synthesize
 
-    bar = tqdm(unit="tensor", desc=f"synth {args.like}", disable=None, leave=False)
-    try:
+    with tensor_progress(f"synth {args.like} {args.quant}") as bar:
         r = synthesize(
             args.like,
             args.quant,
             args.output,
             vocab=args.vocab,
             seed=args.seed,
-            on_tensor=lambda t: bar.update(),
+            on_tensor=bar.on_tensor,
+            on_plan=bar.on_plan,
         )
-    finally:
-        bar.close()
     print(
         f"wrote {r.path}: {r.config.arch} like {args.like}, {_human_count(r.n_params)} params, "
         f"{args.quant}, {human_bytes(r.n_bytes)}"
@@ -113,8 +110,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from edgelm.cli.progress import tensor_progress
     from edgelm.convert.quantize_file import quantize_file
 
     quantized = _quantized_matrix_types(args.input)
@@ -123,11 +119,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"{args.input} is already quantized ({', '.join(quantized)}): quantizing it again compounds the "
             "error of both; quantize from the F32/F16/BF16 file, or pass --allow-requantize"
         )
-    bar = tqdm(unit="tensor", desc=f"quantize {args.type}", disable=None, leave=False)
-    try:
-        r = quantize_file(args.input, args.output, args.type, on_tensor=lambda t: bar.update())
-    finally:
-        bar.close()
+    with tensor_progress(f"quantize {args.type}") as bar:
+        r = quantize_file(args.input, args.output, args.type, on_tensor=bar.on_tensor, on_plan=bar.on_plan)
     print(f"wrote {r.path}: {human_bytes(r.in_bytes)} -> {human_bytes(r.out_bytes)} ({args.type})")
     return 0
 
@@ -192,13 +185,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     import edgelm
     from edgelm.api.model import check_kv_memory
+    from edgelm.cli.progress import loading
     from edgelm.store import resolve_model
 
     path = resolve_model(args.model)  # a name is pulled now, before the port is bound
     if not path.is_file():
         raise ValueError(f"{args.model}: no such file")
     # Loaded before the port is bound: a model that cannot load ends the process with its error.
-    model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
+    with loading(args.model):
+        model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
     warn_settings(args, model.config.context_length)
     check_kv_memory(model.transformer, model.n_ctx, args.slots)
     if model.tokenizer.vocab.chat_template is not None:

@@ -54,6 +54,7 @@ def quantize_file(
     quant: str,
     *,
     on_tensor: Callable[[PlannedTensor], None] | None = None,
+    on_plan: Callable[[list[PlannedTensor]], None] | None = None,
 ) -> QuantizeResult:
     ftype = FileType.parse(quant)
     if _same_file(src, dst):
@@ -69,5 +70,5 @@ def quantize_file(
         PlannedTensor(t.name, types[t.name], t.shape, _producer(t, types[t.name]))
         for t in model.tensors.values()
     ]
-    write_gguf(dst, model.config.arch, fields, planned, on_tensor=on_tensor)
+    write_gguf(dst, model.config.arch, fields, planned, on_tensor=on_tensor, on_plan=on_plan)
     return QuantizeResult(os.fspath(dst), f.file_size, os.path.getsize(dst), types)

@@ -115,6 +115,7 @@ def synthesize(
     vocab: str | os.PathLike[str] | None = None,
     seed: int = 0,
     on_tensor: Callable[[PlannedTensor], None] | None = None,
+    on_plan: Callable[[list[PlannedTensor]], None] | None = None,
 ) -> SynthResult:
     """Write a random-weight model with the shapes of preset `like`, quantized as `quant`."""
     preset: Preset = get_preset(like)
@@ -150,6 +151,6 @@ def synthesize(
         t = types[spec.name]
         planned.append(PlannedTensor(spec.name, t, tuple(reversed(spec.ne)), _producer(values, t)))
     fields = config_fields(cfg, ftype) | tok_fields
-    write_gguf(out, cfg.arch, fields, planned, on_tensor=on_tensor)
+    write_gguf(out, cfg.arch, fields, planned, on_tensor=on_tensor, on_plan=on_plan)
     n_params = sum(int(np.prod(t.shape)) for t in planned)
     return SynthResult(os.fspath(out), cfg, n_params, sum(t.nbytes for t in planned), types)

@@ -65,8 +65,10 @@ def write_gguf(
     fields: dict[str, MetaField],
     tensors: Iterable[PlannedTensor],
     on_tensor: Callable[[PlannedTensor], None] | None = None,
+    on_plan: Callable[[list[PlannedTensor]], None] | None = None,
 ) -> None:
-    """Write a GGUF file with `fields` (in order) and `tensors` (in order).
+    """Write a GGUF file with `fields` (in order) and `tensors` (in order). `on_plan` is told every
+    tensor before the first is produced, `on_tensor` each as it is written (for a progress bar).
 
     The bytes go to `PATH.partial`, moved to `path` once complete. A path that cannot be written (a
     folder, a missing folder, no permission, a full disk) is a ModelFileError naming it."""
@@ -74,6 +76,8 @@ def write_gguf(
     tmp = path.with_name(path.name + ".partial")
     _check_output(path)
     planned = list(tensors)
+    if on_plan is not None:
+        on_plan(planned)
     try:
         writer = GGUFWriter(tmp, arch)  # adds general.architecture itself
     except OSError as e:

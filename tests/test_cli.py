@@ -1,13 +1,16 @@
-"""Bad command lines get one line naming the problem and a non-zero exit, never a traceback
-(through `subprocess`, as a user runs them)."""
+"""The command line through `subprocess`, as a user runs it: bad command lines get one line naming the
+problem and a non-zero exit (never a traceback); flags; warnings; progress bars on a terminal."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 
 def edgelm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -194,3 +197,20 @@ def test_warnings_for_settings_that_hurt(tiny_model) -> None:
     assert f"--threads {threads} is more than" in warnings[1]
     quiet = _run(path, "-p", "hi", "-n", "2", "--ctx", str(trained))
     assert "warning" not in quiet.stderr
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no `script` to run a command on a terminal")
+def test_progress_bars_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal (`script` gives the command one), synth and quantize draw a bar; elsewhere none."""
+    out = tmp_path / "m.gguf"
+    cmd = f"{sys.executable} -m edgelm.cli.main synth --like tiny-llama --quant f16 -o {out}"
+    done = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0 and "synth tiny-llama f16" in done.stdout, done.stdout[-2000:]
+    plain = edgelm("quantize", str(out), str(tmp_path / "q.gguf"), "--type", "q8_0")
+    assert plain.returncode == 0 and "quantize" not in plain.stderr
