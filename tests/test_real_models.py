@@ -301,3 +301,17 @@ def test_cli_run_with_a_system_message(real_model: Callable[[str], Path]) -> Non
         timeout=120,
     )
     assert done.stdout == expected + "\n" and "Paris" in expected
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_embeddings_match_llama_cpp_mean_pooling(name: str, real_model: Callable[[str], Path]) -> None:
+    path = real_model(name)
+    model = edgelm.load(path, n_ctx=CHUNK)
+    theirs = _llama(path, n_ctx=CHUNK, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+    texts = ["Turn off the stove.", "The kitchen light is on.", ALICE[:400]]
+    ours = np.stack([model.embed(t) for t in texts])
+    other = np.array([theirs.embed(t, normalize=True) for t in texts], dtype=np.float64)
+    assert ours.shape == other.shape == (3, model.config.dim)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
+    cosine = (ours * other).sum(axis=1) / np.linalg.norm(other, axis=1)
+    assert (cosine > 0.995).all(), cosine

@@ -264,3 +264,43 @@ def test_load_short(tiny_model) -> None:
     assert not res.malformed and not res.errors, report
     assert res.completed > 0 and res.health_after and res.request_after and res.engine_idle_after, report
     assert res.rss_ok, report
+
+
+def test_embeddings(client, server) -> None:
+    import numpy as np
+
+    model = server.server.config.app.state.edgelm.model
+    texts = ["Turn off the stove", "the kitchen light"]
+    r = client.embeddings.create(model="tiny", input=texts)  # the client asks for base64
+    assert [d.index for d in r.data] == [0, 1] and r.model == "tiny"
+    vectors = np.array([d.embedding for d in r.data], dtype=np.float32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert r.usage.prompt_tokens == r.usage.total_tokens > 0
+    floats = client.embeddings.create(model="tiny", input=texts[0], encoding_format="float")
+    np.testing.assert_array_equal(np.array(floats.data[0].embedding, dtype=np.float32), vectors[0])
+    np.testing.assert_array_equal(model.embed(texts[0]), vectors[0])  # the in-process API agrees
+    ids = client.embeddings.create(model="tiny", input=[[5, 6, 7]], encoding_format="float")
+    assert len(ids.data) == 1 and ids.usage.prompt_tokens == 3
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="tiny", input="")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="tiny", input="word " * 2000)
+
+
+def test_embeddings_while_generating(client) -> None:
+    """An embedding is computed between the engine's steps while a generation streams."""
+    import threading
+
+    done: list[str] = []
+
+    def generate() -> None:
+        r = client.chat.completions.create(model="tiny", messages=HI, max_tokens=64, temperature=0)
+        done.append(r.choices[0].finish_reason)
+
+    t = threading.Thread(target=generate)
+    t.start()
+    alone = client.embeddings.create(model="tiny", input="Turn off the stove", encoding_format="float")
+    t.join(timeout=120)
+    assert done and done[0] in ("stop", "length")
+    again = client.embeddings.create(model="tiny", input="Turn off the stove", encoding_format="float")
+    assert alone.data[0].embedding == again.data[0].embedding

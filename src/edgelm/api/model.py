@@ -299,6 +299,24 @@ class Model:
             finally:
                 self._cache.reset()
 
+    def embed(self, text: Prompt, normalize: bool = True) -> np.ndarray:
+        """An embedding of `text` (or token ids): the final hidden states (after the output norm)
+        averaged over its tokens, float32 (E,), of unit length unless `normalize=False` (as
+        llama.cpp's mean pooling gives for a model without a pooling of its own)."""
+        ids = self.encode_prompt(text)
+        if len(ids) > self.n_ctx:
+            raise PromptTooLongError(f"{len(ids)} tokens do not fit in the context of {self.n_ctx}")
+        with self._lock:
+            self._cache.reset()
+            try:
+                h = self.transformer.hidden(np.asarray(ids), np.arange(len(ids)), [self._cache])
+            finally:
+                self._cache.reset()
+        v = h.astype(np.float64).mean(axis=0)
+        if normalize:
+            v /= max(float(np.linalg.norm(v)), 1e-12)
+        return v.astype(np.float32)
+
     def __repr__(self) -> str:
         c = self.config
         return f"Model({c.arch}, {c.name!r}, n_ctx={self.n_ctx})"

@@ -218,6 +218,36 @@ class Transformer:
 
     # -- compute -------------------------------------------------------------------------------
 
+    def _blocks(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        caches: Sequence[SequenceCache],
+        lengths: Sequence[int] | None,
+    ) -> np.ndarray:
+        """The token embeddings through every block: (T, E), before the output norm."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.int64)
+        if lengths is None:
+            lengths = [len(tokens)]
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        x = self.ops.embedding(self.tok_embd, tokens, self.embd_rows)  # (T, E)
+        if self.embed_scale != 1.0:
+            x = x * np.float32(self.embed_scale)
+        block = self.arch.block
+        for layer in self.layers:
+            segments = [(bounds[j], bounds[j + 1], c.layers[layer.index]) for j, c in enumerate(caches)]
+            x = block(self, layer, x, positions, segments)
+        return x
+
+    def hidden(
+        self, tokens: np.ndarray, positions: np.ndarray, caches: Sequence[SequenceCache]
+    ) -> np.ndarray:
+        """The final hidden states of one sequence, (T, E) after the output norm: what the output head
+        reads, and what an embedding pools."""
+        x = self._blocks(tokens, positions, caches, None)
+        return self.ops.rms_norm(x, self.output_norm, self.config.norm_eps)
+
     def forward(
         self,
         tokens: np.ndarray,
@@ -233,18 +263,7 @@ class Transformer:
         (decode), or several sequences decoding together.  `logit_rows` picks the rows whose logits
         are computed (all by default; generation needs only each sequence's last row).
         """
-        tokens = np.asarray(tokens, dtype=np.int64)
-        positions = np.asarray(positions, dtype=np.int64)
-        if lengths is None:
-            lengths = [len(tokens)]
-        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-        x = self.ops.embedding(self.tok_embd, tokens, self.embd_rows)  # (T, E)
-        if self.embed_scale != 1.0:
-            x = x * np.float32(self.embed_scale)
-        block = self.arch.block
-        for layer in self.layers:
-            segments = [(bounds[j], bounds[j + 1], c.layers[layer.index]) for j, c in enumerate(caches)]
-            x = block(self, layer, x, positions, segments)
+        x = self._blocks(tokens, positions, caches, lengths)
         if logit_rows is not None:
             x = x[logit_rows]
         x = self.ops.rms_norm(x, self.output_norm, self.config.norm_eps)

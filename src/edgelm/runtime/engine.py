@@ -16,7 +16,9 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -127,6 +129,18 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+T = TypeVar("T")
+
+
+def _settle(future: Future[T], fn: Callable[[], T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except BaseException as e:  # the caller's to see
+        future.set_exception(e)
+
+
 class Engine:
     """Batched generation for many clients over one model."""
 
@@ -152,6 +166,7 @@ class Engine:
         self._arrival = itertools.count()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._calls: list[tuple[Callable[[], Any], Future[Any]]] = []  # run on the engine thread
         self._running = False
         self.decode_step_ms = 0.0
         self.prefill_tokens_per_s = 0.0
@@ -171,6 +186,18 @@ class Engine:
             heapq.heappush(self._waiting, (request.priority, next(self._arrival), handle))
             self._cv.notify()
         return handle
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on the engine's thread between two steps (the model's kernels serve one caller at a
+        time): for work beside generation, such as an embedding. Without a running loop, at once."""
+        future: Future[T] = Future()
+        if self._thread is None:
+            _settle(future, fn)
+            return future
+        with self._cv:
+            self._calls.append((fn, future))
+            self._cv.notify()
+        return future
 
     def stats(self) -> EngineStats:
         with self._cv:
@@ -209,10 +236,20 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while self._running and not self._waiting and not any(s.busy for s in self.slots):
+                while (
+                    self._running
+                    and not self._waiting
+                    and not self._calls
+                    and not any(s.busy for s in self.slots)
+                ):
                     self._cv.wait()
                 if not self._running:
+                    for _, future in self._calls:
+                        future.cancel()
                     return
+                calls, self._calls = self._calls, []
+            for fn, future in calls:
+                _settle(future, fn)
             try:
                 self.step()
             except Exception as e:  # never let one bad step kill the loop: end what was running

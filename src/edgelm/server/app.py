@@ -47,9 +47,8 @@ from edgelm.server.openai_format import (
 from edgelm.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
-    DetokenizeRequest,
-    TokenizeRequest,
 )
+from edgelm.server.text_routes import add_text_routes
 from edgelm.server.tools import could_be_tool_call, parse_tool_calls
 
 __all__ = ["DEFAULT_MAX_QUEUE", "ServerState", "create_app"]
@@ -445,34 +444,7 @@ def _routes() -> APIRouter:
     async def metrics(request: Request) -> Response:
         return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
-    @api.post("/tokenize")
-    async def tokenize(request: Request) -> dict[str, Any]:
-        body = _validate(TokenizeRequest, await _read_json(request))
-        model, _ = _state(request).loaded()
-        tok = model.tokenizer
-        ids = tok.encode(body.content, add_special=body.add_special, parse_special=body.parse_special)
-        if not body.with_pieces:
-            return {"tokens": ids}
-        pieces = []
-        for i in ids:
-            raw = tok.token_to_piece(i, special=True)
-            try:
-                piece: str | list[int] = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                piece = list(raw)  # part of a character: its bytes, as llama.cpp gives them
-            pieces.append({"id": i, "piece": piece})
-        return {"tokens": pieces}
-
-    @api.post("/detokenize")
-    async def detokenize(request: Request) -> dict[str, Any]:
-        body = _validate(DetokenizeRequest, await _read_json(request))
-        model, _ = _state(request).loaded()
-        bad = [t for t in body.tokens if not 0 <= t < model.tokenizer.vocab_size]
-        if bad:
-            raise APIError(
-                400, f"token id {bad[0]} is out of range [0, {model.tokenizer.vocab_size})", param="tokens"
-            )
-        return {"content": model.tokenizer.decode(body.tokens, special=True)}
+    add_text_routes(api, _state, _read_json, _validate)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -142,3 +142,13 @@ class DetokenizeRequest(_Body):
     """llama.cpp server's `POST /detokenize`."""
 
     tokens: list[int]
+
+
+class EmbeddingRequest(_Body):
+    """OpenAI's `POST /v1/embeddings`."""
+
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
