@@ -3,6 +3,7 @@ problem and a non-zero exit (never a traceback); flags; warnings; progress bars 
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import socket
 import subprocess
@@ -214,3 +215,36 @@ def test_progress_bars_on_a_terminal(tmp_path: Path) -> None:
     assert done.returncode == 0 and "synth tiny-llama f16" in done.stdout, done.stdout[-2000:]
     plain = edgelm("quantize", str(out), str(tmp_path / "q.gguf"), "--type", "q8_0")
     assert plain.returncode == 0 and "quantize" not in plain.stderr
+
+
+def test_run_with_a_grammar(tiny_model, tmp_path: Path) -> None:
+    path = str(tiny_model("tiny-qwen2", "q8_0"))
+    grammar = tmp_path / "answer.lark"
+    grammar.write_text('start: "yes" | "no" | "maybe later"\n', encoding="utf-8")
+    for seed in ("1", "2", "3"):
+        done = _run(path, "-p", "Is it on?", "--raw", "--seed", seed, "-n", "16", "--grammar", str(grammar))
+        assert done.returncode == 0 and done.stdout.strip() in ("yes", "no", "maybe later"), done.stdout
+    grammar.write_text("start: oops(\n", encoding="utf-8")
+    line = error_line(_run(path, "-p", "x", "--grammar", str(grammar)))
+    assert f"--grammar {grammar}" in line
+    both = _run(path, "-p", "x", "--grammar", str(grammar), "--json-schema", str(grammar))
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no `script` to run a command on a terminal")
+def test_long_commands_show_their_stage_on_a_terminal() -> None:
+    """`bench speed` logs through stage_log: the lines, and a spinner naming the stage at hand."""
+    code = (
+        "import time; from edgelm.cli.progress import stage_log\n"
+        "with stage_log('bench speed') as log:\n"
+        "    log('measuring edgelm on x.gguf ...'); time.sleep(0.5); log('done')\n"
+    )
+    done = subprocess.run(
+        ["script", "-qec", f"{sys.executable} -c {shlex.quote(code)}", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0
+    assert "bench speed: measuring edgelm on x.gguf" in done.stdout and "done" in done.stdout

@@ -80,6 +80,14 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return str(args.prompt)
 
 
+def _read_text(path: str, flag: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag} {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+
+
 def _json_schema(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -120,10 +128,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         messages = [{"role": "system", "content": args.system}] if args.system is not None else []
         text = model.chat_prompt([*messages, {"role": "user", "content": prompt}])
     kwargs = _sampling(args) | {"stop": args.stop, "truncate": args.truncate}
-    if schema is not None:
+    if schema is not None or args.grammar:
         from edgelm.runtime.grammar import Grammar
 
-        grammar = Grammar.json_schema(schema, model.tokenizer, field=f"--json-schema {args.json_schema}")
+        if schema is not None:
+            grammar = Grammar.json_schema(schema, model.tokenizer, field=f"--json-schema {args.json_schema}")
+        else:
+            grammar = Grammar.lark(
+                _read_text(args.grammar, "--grammar"), model.tokenizer, field=f"--grammar {args.grammar}"
+            )
         kwargs["processors"] = [grammar.processor(max_tokens=args.max_tokens)]
     try:
         chunks = model.stream_generate(text, **kwargs)

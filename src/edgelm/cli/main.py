@@ -158,17 +158,20 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgelm.bench.speed import run_speed
+    from edgelm.cli.progress import stage_log
 
-    run_speed(
-        tuple(m.strip() for m in args.models.split(",") if m.strip()),
-        tuple(q.strip() for q in args.quants.split(",") if q.strip()),
-        threads=args.threads,
-        n_prompt=args.prompt,
-        n_gen=args.gen,
-        reps=args.reps,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        out=Path(args.output),
-    )
+    with stage_log("bench speed") as log:
+        run_speed(
+            tuple(m.strip() for m in args.models.split(",") if m.strip()),
+            tuple(q.strip() for q in args.quants.split(",") if q.strip()),
+            threads=args.threads,
+            n_prompt=args.prompt,
+            n_gen=args.gen,
+            reps=args.reps,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            out=Path(args.output),
+            log=log,
+        )
     return 0
 
 
@@ -273,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--truncate", action="store_true", help="keep the end of a prompt longer than the context"
     )
-    run.add_argument("--json-schema", metavar="FILE", help="answer with JSON valid against this JSON Schema")
+    shape = run.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json-schema", metavar="FILE", help="answer with JSON valid against this JSON Schema"
+    )
+    shape.add_argument("--grammar", metavar="FILE", help="answer in this grammar (llguidance's Lark syntax)")
     add_sampling_args(run)
     run.set_defaults(func=cmd_run)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from edgelm.gguf.writer import PlannedTensor
 
-__all__ = ["TensorProgress", "loading", "tensor_progress"]
+__all__ = ["TensorProgress", "loading", "stage_log", "tensor_progress"]
 
 
 @dataclass
@@ -73,3 +73,26 @@ def loading(what: str, *, enabled: bool | None = None) -> Iterator[None]:
 
     with Console(stderr=True).status(f"loading {what}", spinner="dots"):
         yield
+
+
+@contextmanager
+def stage_log(what: str, *, enabled: bool | None = None) -> Iterator[Callable[[str], None]]:
+    """A `log(line)` for a long command: each line printed, and on a terminal a spinner below them
+    with the stage at hand (the latest line ending in "...")."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield print
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    out = Console(highlight=False, soft_wrap=True)
+    with console.status(what, spinner="dots") as status:
+
+        def log(line: str) -> None:
+            out.print(line, markup=False)
+            if line.rstrip().endswith("..."):
+                status.update(f"{what}: {line.rstrip(' .')}")
+
+        yield log

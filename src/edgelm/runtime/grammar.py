@@ -257,6 +257,18 @@ class Grammar:
             raise GrammarError(field, f"a regex must be a string, not {type(pattern).__name__}")
         return cls(llguidance.LLMatcher.grammar_from_regex(pattern), tokenizer, field)
 
+    @classmethod
+    def lark(cls, source: str, tokenizer: Tokenizer, *, field: str = "grammar") -> Grammar:
+        """Text of a context-free grammar in llguidance's Lark syntax (`start: ...`; GBNF-style rules
+        with `::=` are accepted too, as llguidance reads them)."""
+        if not isinstance(source, str):
+            raise GrammarError(field, f"a grammar must be a string, not {type(source).__name__}")
+        text = llguidance.LLMatcher.grammar_from_lark(source)
+        problem = llguidance.LLMatcher.validate_grammar(text)
+        if problem:
+            raise GrammarError(field, _clean(problem))
+        return cls(text, tokenizer, field)
+
     @property
     def vocab_size(self) -> int:
         """Tokens the bitmask covers; logits past it are banned."""
