@@ -85,16 +85,17 @@ def test_serve_refuses_a_template_that_cannot_render_in_bounds(tmp_path: Path) -
 
 
 def test_a_request_through_a_template_past_its_bounds_is_a_400(tmp_path: Path) -> None:
-    """Served from Python (no check at load): each request is bounded, the server keeps answering."""
-    from fastapi.testclient import TestClient
+    """Served from Python (no check at load), over HTTP: each request is bounded, the server keeps
+    answering."""
+    import httpx
 
     import edgelm
     from conftest import write_mini_model
-    from edgelm.server import create_app
+    from edgelm.server import BackgroundServer, create_app
 
     path = write_mini_model(tmp_path / "hostile.gguf", chat_template=HOSTILE_TEMPLATE)
     app = create_app(edgelm.load(path))
-    with TestClient(app) as client:
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
         assert app.state.edgelm.wait_loaded(30)
         t0 = time.monotonic()
         messages = [{"role": "user", "content": "Turn off the stove"}]
@@ -248,3 +249,42 @@ def test_long_commands_show_their_stage_on_a_terminal() -> None:
     )
     assert done.returncode == 0
     assert "bench speed: measuring edgelm on x.gguf" in done.stdout and "done" in done.stdout
+
+
+def test_chat_through_standard_input() -> None:
+    """`edgelm chat` reading its lines from a pipe: /help, a multi-line block, /quit."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        from edgelm.convert.synth import synthesize
+
+        path = Path(d) / "m.gguf"
+        synthesize("tiny-qwen3", "q8_0", path)
+        lines = '/help\n"""\nline one\nline two\n"""\n/nope\n/quit\n'
+        done = subprocess.run(
+            [sys.executable, "-m", "edgelm.cli.main", "chat", str(path), "-n", "3", "--temp", "0"],
+            input=lines,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("/help this list") == 2  # the banner, then /help
+    assert "unknown command /nope" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_gitignore_keeps_model_files_out() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        ["git", "-C", str(repo), "check-ignore", "model.gguf", "benchmarks/results/speed.json"],
+        capture_output=True,
+        text=True,
+    )
+    assert ignored.stdout.split() == ["model.gguf", "benchmarks/results/speed.json"]
+    kept = subprocess.run(
+        ["git", "-C", str(repo), "check-ignore", "tests/data/vocab/ggml-vocab-qwen2.gguf"],
+        capture_output=True,
+    )
+    assert kept.returncode == 1  # the tests' vocab files stay tracked

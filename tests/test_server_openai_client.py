@@ -304,3 +304,17 @@ def test_embeddings_while_generating(client) -> None:
     assert done and done[0] in ("stop", "length")
     again = client.embeddings.create(model="tiny", input="Turn off the stove", encoding_format="float")
     assert alone.data[0].embedding == again.data[0].embedding
+
+
+def test_bad_bodies_and_token_routes_over_http(server) -> None:
+    """Over a real socket: a body nested too deeply is a 400 (not a 500), and the token routes answer."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
+        deep = '{"model": "tiny", "messages": ' + "[" * 2000 + "]" * 2000 + "}"
+        r = http.post("/v1/chat/completions", content=deep)
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+        ids = http.post("/tokenize", json={"content": "Turn off the stove"}).json()["tokens"]
+        assert http.post("/detokenize", json={"tokens": ids}).json()["content"] == "Turn off the stove"
+        assert http.get("/health").status_code == 200  # still serving
