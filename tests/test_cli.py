@@ -56,7 +56,9 @@ def test_a_context_larger_than_memory_is_refused_before_allocating(tiny_model) -
     line = error_line(
         edgelm("run", str(tiny_model("tiny-llama", "q8_0")), "-p", "hi", "--ctx", "1000000000000")
     )
-    assert "--ctx" in line and "GB" in line and "available" in line
+    assert "--ctx 1000000000000:" in line and "GB" in line and "available" in line and "n_ctx" not in line
+    line = error_line(edgelm("run", str(tiny_model("tiny-llama", "q8_0")), "-p", "hi", "--temp", "-1"))
+    assert line.startswith("edgelm: error: --temp -1.0:") and "temperature" not in line
 
 
 def test_serve_ends_when_the_model_cannot_load(tmp_path: Path) -> None:

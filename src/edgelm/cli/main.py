@@ -13,6 +13,19 @@ from edgelm.errors import EdgelmError
 
 __all__ = ["main"]
 
+# The flag that sets each parameter the API names in its errors.
+CLI_FLAGS = {
+    "n_ctx": "--ctx",
+    "n_threads": "--threads",
+    "max_tokens": "--max-tokens",
+    "temperature": "--temp",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "repeat_penalty": "--repeat-penalty",
+    "seed": "--seed",
+    "prompt": "the prompt",
+}
 MAX_DEFAULT_SLOTS = 4
 DEFAULT_SLOTS = max(1, min(MAX_DEFAULT_SLOTS, os.cpu_count() or 1))
 MODEL_HELP = "a .gguf file, or a model's name (edgelm list --available), pulled on first use"
@@ -353,9 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edgelm.runtime.sampling import InvalidParamError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except InvalidParamError as e:  # said in the command line's words: the flag, not the parameter
+        flag = CLI_FLAGS.get(e.field, e.field)
+        why = str(e).split(": ", 1)[-1]
+        print(f"edgelm: error: {flag} {e.value}: {why}", file=sys.stderr)
+        return 1
     except EdgelmError as e:
         print(f"edgelm: error: {e}", file=sys.stderr)
         return 1
