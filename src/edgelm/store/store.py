@@ -313,12 +313,15 @@ class ModelStore:
         meta = part.with_suffix(".json")
         want = {"url": url, "sha256": sha256}
         try:
-            if part.exists() and (not meta.exists() or json.loads(meta.read_text()) != want):
+            known = json.loads(meta.read_text()) if meta.exists() else None
+        except (OSError, ValueError):
+            known = None  # an unreadable note: the part cannot be trusted
+        try:
+            if part.exists() and known != want:
                 part.unlink()
             meta.write_text(json.dumps(want))
-        except (OSError, ValueError) as e:
-            if isinstance(e, OSError):
-                raise storage_error(e, part) from None
+        except OSError as e:
+            raise storage_error(e, part) from None
 
     def _from_registry(
         self, entry: CatalogueEntry, source: RegistryFile, part: Path, events: PullEvents
