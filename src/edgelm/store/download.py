@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
-import os
 import time
 import urllib.error
 import urllib.parse
@@ -135,9 +134,7 @@ def _fetch_once(
     with response:
         if have and response.status == 206:
             start = _range_start(response.headers.get("Content-Range", ""))
-            if start != have:
-                have = 0  # an answer for another range: start over
-                response.close()
+            if start != have:  # an answer for another range: start over
                 part.unlink(missing_ok=True)
                 raise _Retryable("the server answered a range that was not asked for")
         else:
@@ -201,7 +198,3 @@ def _reason(e: object) -> str:
         return e.strerror
     text = str(e)
     return text or type(e).__name__
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

@@ -16,7 +16,7 @@ from typing import Any
 from edgelm.store.catalogue import HubFile
 from edgelm.store.errors import DownloadError, StoreError
 
-__all__ = ["HubTarget", "hub_offline", "resolve_file", "resolve_quant"]
+__all__ = ["HubTarget", "hub_offline", "quant_of", "resolve_file", "resolve_quant"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
@@ -115,7 +115,7 @@ def resolve_quant(repo: str, quant: str, revision: str = "main") -> HubFile:
     hits = [p for p in ggufs if re.search(rf"(^|[^a-z0-9]){re.escape(tag)}([^a-z0-9]|$)", p.lower())]
     whole = [p for p in hits if not _SPLIT.search(p.lower())]
     if not hits:
-        have = sorted({_quant_of(p) for p in ggufs} - {""})
+        have = sorted({quant_of(p) for p in ggufs} - {""})
         listed = f"; it has {', '.join(have)}" if have else "; it has no .gguf files"
         raise DownloadError(f"{what}: no {quant.upper()} GGUF file in {repo}{listed}")
     if not whole:
@@ -123,6 +123,7 @@ def resolve_quant(repo: str, quant: str, revision: str = "main") -> HubFile:
     return HubFile(repo, min(whole, key=len), revision)
 
 
-def _quant_of(path: str) -> str:
+def quant_of(path: str) -> str:
+    """The quantization a GGUF file's name says (`...-Q4_K_M.gguf` -> "Q4_K_M"), "" if none."""
     m = re.search(r"((?:i?q|f|bf)\d[0-9a-z_]*)\.gguf$", path.lower().rsplit("/", 1)[-1].replace("-", "_"))
     return m.group(1).upper() if m else ""

@@ -16,6 +16,7 @@ A name is canonical before it touches the disk: `smollm2-135m-instruct` is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -187,7 +188,7 @@ class ModelStore:
     def touch(self, model: StoredModel) -> None:
         """Note that a model was used now (`edgelm list` shows it); a read-only store is left alone."""
         with contextlib.suppress(OSError, StoreError):
-            self._write_manifest(_replace(model, last_used=time.time()))
+            self._write_manifest(dataclasses.replace(model, last_used=time.time()))
 
     # -- changing --------------------------------------------------------------------------------
 
@@ -294,10 +295,9 @@ class ModelStore:
             assert ref.hub_repo is not None and ref.hub_quant is not None
             file = hub.resolve_quant(ref.hub_repo, ref.hub_quant)
         target = hub.resolve_file(file)
+        # The Hub's digest is the truth (its file may have changed since the catalogue was written);
+        # the catalogue's where the Hub gives none.
         expected = target.sha256 or (ref.entry.sha256 if ref.entry else None)
-        if ref.entry is not None and ref.entry.sha256 and target.sha256 and ref.entry.sha256 != target.sha256:
-            # The Hub's file changed since the catalogue was written: the Hub's digest is the truth now.
-            expected = target.sha256
         size = target.size if target.size is not None else (ref.entry.size if ref.entry else None)
         self._check_space(size, part)
         self._forget_other_partial(part, target.url, expected)
@@ -396,10 +396,6 @@ class ModelStore:
             raise storage_error(e, path) from None
 
 
-def _replace(model: StoredModel, **changes: object) -> StoredModel:
-    return StoredModel(**{**asdict(model), **changes})
-
-
 def _arch_of(path: Path) -> str:
     from edgelm.gguf import keys
     from edgelm.gguf.reader import GGUFFile
@@ -412,5 +408,5 @@ def _arch_of(path: Path) -> str:
 
 
 def _quant_name(filename: str, fallback: str | None) -> str:
-    found = hub._quant_of(filename)
+    found = hub.quant_of(filename)
     return found or (fallback or "?").upper()
