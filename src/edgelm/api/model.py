@@ -17,6 +17,7 @@ from edgelm.models.model_file import ModelFile
 from edgelm.models.registry import build_model
 from edgelm.models.transformer import Transformer
 from edgelm.runtime.generate import GenerationChunk, GenerationResult, Timings, stream_chunks
+from edgelm.runtime.kv_cache import sequence_cache_bytes
 from edgelm.runtime.sampling import InvalidParamError, LogitsProcessor, Sampler, SamplingParams, make_sampler
 from edgelm.runtime.stop import StopChecker
 from edgelm.store import resolve_model
@@ -29,7 +30,6 @@ __all__ = [
     "PromptTooLongError",
     "available_memory",
     "check_kv_memory",
-    "kv_cache_bytes",
     "load",
 ]
 
@@ -67,14 +67,6 @@ def load(model: str | os.PathLike[str], *, n_ctx: int | None = None, n_threads: 
     return model
 
 
-def kv_cache_bytes(transformer: Transformer, n_ctx: int) -> int:
-    """Bytes of one sequence's KV cache of `n_ctx` tokens (f16; sliding-window layers hold their window)."""
-    cfg = transformer.config
-    per_token = cfg.n_kv_heads * (cfg.head_dim + cfg.head_dim_v) * 2
-    rows = sum(min(layer.window, n_ctx) if layer.window else n_ctx for layer in transformer.layers)
-    return rows * per_token
-
-
 def available_memory() -> int | None:
     """Bytes of memory the system can give without swapping (Linux MemAvailable), None if unknown."""
     try:
@@ -93,7 +85,7 @@ def available_memory() -> int | None:
 def check_kv_memory(transformer: Transformer, n_ctx: int, n_seqs: int = 1) -> None:
     """Refuse, before allocating, KV caches for `n_seqs` sequences of `n_ctx` tokens that the memory
     available cannot hold."""
-    need = kv_cache_bytes(transformer, n_ctx) * n_seqs
+    need = sequence_cache_bytes(transformer.config, n_ctx) * n_seqs
     have = available_memory()
     if have is not None and need > have:
         seqs = f" for {n_seqs} sequences" if n_seqs > 1 else ""

@@ -43,7 +43,6 @@ LOWER_IS_BETTER = {"ttft_s", "load_to_first_token_s", "peak_rss_mb", "load_s"}
 BANDWIDTH_BYTES = 1 << 30  # 1 GiB: far larger than any cache
 ENGINES = ("edgelm", "llama.cpp")
 DEFAULT_CTX = 4096  # the context both engines are loaded with
-KV_BYTES = 2  # f16 keys and values, both engines
 RSS_HEADROOM = 0.15  # peak RSS target: file + KV cache + 15%
 
 
@@ -77,14 +76,9 @@ def cpu_name() -> str:
 def kv_cache_bytes(path: str | os.PathLike[str], n_ctx: int = DEFAULT_CTX) -> int:
     """Bytes of an f16 KV cache for `n_ctx` tokens (sliding-window layers hold their window)."""
     from edgelm.models.config import ModelConfig
+    from edgelm.runtime.kv_cache import sequence_cache_bytes
 
-    cfg = ModelConfig.from_gguf(GGUFFile.open(path))
-    per_token = cfg.n_kv_heads * (cfg.head_dim + cfg.head_dim_v) * KV_BYTES
-    total = 0
-    for layer in range(cfg.n_layers):
-        local = cfg.sliding_window and cfg.is_local_layer(layer)
-        total += (min(cfg.sliding_window, n_ctx) if local else n_ctx) * per_token
-    return total
+    return sequence_cache_bytes(ModelConfig.from_gguf(GGUFFile.open(path)), n_ctx)
 
 
 def rss_limit_mb(path: str | os.PathLike[str], n_ctx: int = DEFAULT_CTX) -> float:

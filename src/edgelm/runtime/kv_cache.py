@@ -8,17 +8,38 @@ positions of those keys; `trim` back to a shorter prefix (prefix reuse); `n_toke
 from __future__ import annotations
 
 import mmap
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from edgelm.errors import EdgelmError
 
-__all__ = ["ContextFullError", "ContiguousCache", "LayerCache", "SequenceCache", "SlidingWindowCache"]
+if TYPE_CHECKING:
+    from edgelm.models.config import ModelConfig
+
+__all__ = [
+    "ContextFullError",
+    "ContiguousCache",
+    "LayerCache",
+    "SequenceCache",
+    "SlidingWindowCache",
+    "sequence_cache_bytes",
+]
 
 KV_DTYPE = np.float16
 # Position of an empty ring slot: larger than any query position, so causal masking hides it.
 _EMPTY = np.iinfo(np.int64).max
+
+
+def sequence_cache_bytes(cfg: ModelConfig, n_ctx: int) -> int:
+    """Bytes of one sequence's KV cache of `n_ctx` tokens, as the model allocates it (sliding-window
+    layers hold their window)."""
+    per_token = cfg.n_kv_heads * (cfg.head_dim + cfg.head_dim_v) * np.dtype(KV_DTYPE).itemsize
+    rows = sum(
+        min(cfg.sliding_window, n_ctx) if cfg.is_local_layer(layer) else n_ctx
+        for layer in range(cfg.n_layers)
+    )
+    return rows * per_token
 
 
 class ContextFullError(EdgelmError):
