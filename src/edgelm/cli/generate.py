@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from edgelm.runtime.generate import GenerationChunk, Timings
 
-__all__ = ["add_sampling_args", "cmd_chat", "cmd_run"]
+__all__ = ["add_sampling_args", "cmd_chat", "cmd_run", "load_model", "warn_settings"]
 
 CHAT_HELP = (
     "commands: /help this list, /reset clears the conversation, /quit leaves (Ctrl-C stops a reply, "
@@ -65,22 +67,8 @@ def _stream(chunks: Iterator[GenerationChunk], out: TextIO) -> tuple[str, Timing
     return "".join(text), timings
 
 
-def _read_prompt(args: argparse.Namespace) -> str:
-    """The prompt: `-p TEXT`, `-p -` (standard input) or `-f FILE`."""
-    if args.file is not None:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(
-                f"-f {args.file}: cannot read the prompt ({getattr(e, 'strerror', None) or e})"
-            ) from None
-    if args.prompt == "-":
-        return sys.stdin.read()
-    return str(args.prompt)
-
-
 def _read_text(path: str, flag: str) -> str:
+    """A UTF-8 file a flag names; one that cannot be read is an error naming the flag."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -88,24 +76,51 @@ def _read_text(path: str, flag: str) -> str:
         raise ValueError(f"{flag} {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
 
 
+def _read_prompt(args: argparse.Namespace) -> str:
+    """The prompt: `-p TEXT`, `-p -` (standard input) or `-f FILE`."""
+    if args.file is not None:
+        return _read_text(args.file, "-f")
+    if args.prompt == "-":
+        return sys.stdin.read()
+    return str(args.prompt)
+
+
 def _json_schema(path: str) -> Any:
+    text = _read_text(path, "--json-schema")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise ValueError(f"--json-schema {path}: cannot read it ({e.strerror or e})") from None
+        return json.loads(text)
     except ValueError as e:
         raise ValueError(f"--json-schema {path}: not JSON ({e})") from None
 
 
-def _load(args: argparse.Namespace) -> Any:
-    """The model of `args.model` (a name is pulled first, with its own bar), then the warnings."""
+def warn_settings(args: argparse.Namespace, context_length: int) -> None:
+    """Warnings (on stderr, in the command line's words) for settings that work but hurt."""
+    ctx = getattr(args, "ctx", None)
+    if ctx is not None and ctx > context_length:
+        print(
+            f"edgelm: warning: --ctx {ctx} is beyond the {context_length} tokens the model was trained on; "
+            "text past that is likely to degrade",
+            file=sys.stderr,
+        )
+    threads = getattr(args, "threads", None)
+    cpus = os.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        print(
+            f"edgelm: warning: --threads {threads} is more than the {cpus} CPUs here; threads will wait "
+            "on each other",
+            file=sys.stderr,
+        )
+
+
+def load_model(args: argparse.Namespace, path: Path | None = None) -> Any:
+    """The model `args.model` names (a name is pulled first, with its own bar; `path` where the
+    caller resolved it already), loaded under a spinner with `--ctx` / `--threads`, then the
+    warnings those settings deserve."""
     import edgelm
-    from edgelm.cli.main import warn_settings
     from edgelm.cli.progress import loading
     from edgelm.store import resolve_model
 
-    path = resolve_model(args.model)
+    path = path or resolve_model(args.model)  # before the spinner: a pull draws its own bar
     with loading(args.model):
         model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
     warn_settings(args, model.config.context_length)
@@ -119,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("--system goes through the chat template, which --raw turns off")
     prompt = _read_prompt(args)
     schema = _json_schema(args.json_schema) if args.json_schema else None
-    model = _load(args)
+    model = load_model(args)
     chat = not args.raw and model.tokenizer.vocab.chat_template is not None
     if args.system is not None and not chat:
         raise ValueError(f"--system needs a chat template, and {args.model} has none")
@@ -195,7 +210,7 @@ def _fit_history(model: Any, history: list[dict[str, str]], keep: int) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     import edgelm
 
-    model = _load(args)
+    model = load_model(args)
     history: list[dict[str, str]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})

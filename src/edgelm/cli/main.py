@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from edgelm.cli.generate import add_sampling_args, cmd_chat, cmd_run
+from edgelm.cli.generate import add_sampling_args, cmd_chat, cmd_run, load_model
 from edgelm.cli.store import add_store_commands, human_bytes
 from edgelm.errors import EdgelmError
 
@@ -148,25 +148,6 @@ def _quantized_matrix_types(path: str) -> list[str]:
     return sorted(t.name for t in found - float_types)
 
 
-def warn_settings(args: argparse.Namespace, context_length: int) -> None:
-    """Warnings (on stderr, in the command line's words) for settings that work but hurt."""
-    ctx = getattr(args, "ctx", None)
-    if ctx is not None and ctx > context_length:
-        print(
-            f"edgelm: warning: --ctx {ctx} is beyond the {context_length} tokens the model was trained on; "
-            "text past that is likely to degrade",
-            file=sys.stderr,
-        )
-    threads = getattr(args, "threads", None)
-    cpus = os.cpu_count() or 1
-    if threads is not None and threads > cpus:
-        print(
-            f"edgelm: warning: --threads {threads} is more than the {cpus} CPUs here; threads will wait "
-            "on each other",
-            file=sys.stderr,
-        )
-
-
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -199,18 +180,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    import edgelm
     from edgelm.api.model import check_kv_memory
-    from edgelm.cli.progress import loading
     from edgelm.store import resolve_model
 
     path = resolve_model(args.model)  # a name is pulled now, before the port is bound
     if not path.is_file():
         raise ValueError(f"{args.model}: no such file")
     # Loaded before the port is bound: a model that cannot load ends the process with its error.
-    with loading(args.model):
-        model = edgelm.load(path, n_ctx=args.ctx, n_threads=args.threads)
-    warn_settings(args, model.config.context_length)
+    model = load_model(args, path)
     check_kv_memory(model.transformer, model.n_ctx, args.slots)
     if model.tokenizer.vocab.chat_template is not None:
         model.tokenizer.chat_template.check()  # a template that cannot render in bounds is refused now
