@@ -524,9 +524,14 @@ class GrammarProcessor:
         twin = self._bytes.deep_copy()
         if not twin.consume_tokens(list(piece)):
             return False
-        plan = shortest_completion(twin, self._scan.after(piece) if self.grammar.is_json else None)
-        ids = None if plan is None else vocab.encode(plan)
+        ids = self._encoded_plan(twin, self._scan.after(piece))
         return ids is not None and len(ids) + 1 <= left_after
+
+    def _encoded_plan(self, twin: llguidance.LLMatcher, scan: JsonScan) -> list[int] | None:
+        """The tokens of the shortest completion from a byte-level matcher (consumed by this) whose
+        text ends at `scan`."""
+        plan = shortest_completion(twin, scan if self.grammar.is_json else None)
+        return None if plan is None else self._vocab.encode(plan)
 
     def _closing_plan(self) -> list[int] | None:
         """Tokens that complete the grammar from here, as few as the greedy byte search finds."""
@@ -537,10 +542,7 @@ class GrammarProcessor:
             if data and not twin.consume_tokens(list(data)):
                 return None
             self._bytes, self._scan = twin, JsonScan.OUTSIDE.after(data)
-        plan = shortest_completion(self._bytes.deep_copy(), self._scan if self.grammar.is_json else None)
-        if plan is None:
-            return None
-        ids = self._vocab.encode(plan)
+        ids = self._encoded_plan(self._bytes.deep_copy(), self._scan)
         if ids is None or self._matcher.validate_tokens(ids) != len(ids):
             return None
         return ids
